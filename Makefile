@@ -1,0 +1,41 @@
+# `make run` and `make test` each do all the set-up they need on a fresh machine.
+# torch==2.13.0 (CPU build) goes in first: a plain `torch` requirement would pull a multi-GB CUDA build.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup run test test-nbs test-py lab clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install -q -e '.[demo,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, transformers, bigmodel_nb, snownlp, nbdev, pytest"
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/bigmodel-nb run $(CONFIG)
+
+test: setup test-nbs test-py
+
+test-nbs: setup
+	$(BIN)/nbdev-test --n-workers 2
+
+# pytest exits 5 when it collects nothing: say so loudly instead of passing or failing silently
+test-py: setup
+	@set +e; $(BIN)/python -m pytest tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing under tests/ ran"; echo "0 passed, 0 failed"; exit 0; fi; \
+	exit $$rc
+
+lab: setup
+	$(BIN)/jupyter lab nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+clean-runs:
+	rm -rf runs
