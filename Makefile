@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test test-nbs test-py lab clean-runs
+.PHONY: setup run test test-nbs test-py lab clean-runs readme
 
 setup: $(STAMP)
 
@@ -39,3 +39,7 @@ lab: setup
 
 clean-runs:
 	rm -rf runs
+
+# README.md is generated from nbs/index.ipynb (nbdev's own README step needs Quarto, which is not installable offline)
+readme: setup
+	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README

@@ -9,7 +9,7 @@ __all__ = ['BUILTIN_DATASETS', 'Section', 'SourceConfig', 'DataConfig', 'ModelCo
            'PipelineConfig', 'RunConfig', 'parse_override', 'apply_override', 'format_validation_error', 'load_config',
            'config_to_yaml', 'save_config']
 
-# %% ../nbs/01_config.ipynb #b8f5a3c2
+# %% ../nbs/01_config.ipynb #e10213ab
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .core import UserError
 
-# %% ../nbs/01_config.ipynb #4fc1503d
+# %% ../nbs/01_config.ipynb #e5bc2ba3
 class Section(BaseModel):
     "Base of every config section: unknown keys are errors, assignments are validated."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -100,7 +100,7 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
-# %% ../nbs/01_config.ipynb #76672e22
+# %% ../nbs/01_config.ipynb #39c17a7e
 def parse_override(text: str) -> tuple[list[str], Any]:
     "Split `'train.epochs=3'` into a key path and a YAML-typed value."
     key, sep, raw = text.partition("=")
@@ -137,7 +137,7 @@ def apply_override(tree: dict, path: list[str], value: Any) -> dict:
     else: raise UserError(f"override {'.'.join(path)}: {'.'.join(path[:-1])} is not a section")
     return tree
 
-# %% ../nbs/01_config.ipynb #3ae27d6f
+# %% ../nbs/01_config.ipynb #70dd50f2
 def _key_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after")) or "(top level)"
 

@@ -8,22 +8,23 @@ Docs: https://bigmodel-nb.github.io/bigmodel-nb/core.html.md"""
 __all__ = ['METRICS_FILE', 'PROGRESS_FILE', 'CJK_FONT_FILE', 'UserError', 'write_json', 'read_json', 'update_metrics',
            'get_metric', 'report_progress', 'read_progress', 'cjk_font_path', 'use_cjk_font', 'save_figure']
 
-# %% ../nbs/00_core.ipynb #d31ca8e9
+# %% ../nbs/00_core.ipynb #aeef17ad
 import json, os, tempfile, time, importlib.util
 from pathlib import Path
 from typing import Any
 
-# %% ../nbs/00_core.ipynb #42a4dde9
+# %% ../nbs/00_core.ipynb #66146d65
 class UserError(Exception):
     "A problem with the user's input, shown as a one-line message and never as a traceback."
 
-# %% ../nbs/00_core.ipynb #e648f3a9
+# %% ../nbs/00_core.ipynb #b67e1ec9
 def write_json(path: str|Path, data: Any) -> Path:
     "Write `data` as pretty JSON to `path` atomically (temporary file + rename)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as f: json.dump(data, f, ensure_ascii=False, indent=2, default=str)
+    os.chmod(tmp, 0o644)  # mkstemp makes the file private; run folders are meant to be shared and read
     os.replace(tmp, path)
     return path
 
@@ -33,7 +34,7 @@ def read_json(path: str|Path, default: Any = None) -> Any:
     if not path.exists(): return default
     return json.loads(path.read_text(encoding="utf-8"))
 
-# %% ../nbs/00_core.ipynb #d383ec6d
+# %% ../nbs/00_core.ipynb #d5ba05df
 METRICS_FILE = "metrics.json"
 
 def update_metrics(run_dir: str|Path, **sections: dict) -> dict:
@@ -52,7 +53,7 @@ def get_metric(metrics: dict, dotted_key: str, default: Any = None) -> Any:
         node = node[part]
     return node
 
-# %% ../nbs/00_core.ipynb #340210ad
+# %% ../nbs/00_core.ipynb #71e9c268
 PROGRESS_FILE = Path("logs")/"progress.json"
 
 def report_progress(run_dir: str|Path, task: str, completed: float, total: float, **extra) -> None:
@@ -64,7 +65,7 @@ def read_progress(run_dir: str|Path) -> dict|None:
     try: return read_json(Path(run_dir)/PROGRESS_FILE)
     except (json.JSONDecodeError, OSError): return None
 
-# %% ../nbs/00_core.ipynb #1146f472
+# %% ../nbs/00_core.ipynb #2995daa5
 CJK_FONT_FILE = "NotoSansCJKsc-Regular.otf"
 
 def cjk_font_path() -> Path|None:

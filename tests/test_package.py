@@ -1,0 +1,36 @@
+"The package is in step with the notebooks, and ships what papermill needs."
+import filecmp, shutil, subprocess, sys
+from pathlib import Path
+
+from conftest import ROOT
+
+def test_nbdev_export_changes_nothing(tmp_path):
+    "Exporting the notebooks afresh gives exactly the committed modules."
+    shutil.copytree(ROOT/"nbs", tmp_path/"nbs")
+    shutil.copy(ROOT/"pyproject.toml", tmp_path/"pyproject.toml")
+    (tmp_path/"bigmodel_nb").mkdir()
+    shutil.copy(ROOT/"bigmodel_nb"/"__init__.py", tmp_path/"bigmodel_nb"/"__init__.py")
+    exporter = Path(sys.executable).parent/"nbdev-export"
+    subprocess.run([str(exporter)], cwd=tmp_path, check=True, capture_output=True)
+    generated = sorted(p.name for p in (tmp_path/"bigmodel_nb").glob("*.py"))
+    committed = sorted(p.name for p in (ROOT/"bigmodel_nb").glob("*.py"))
+    assert generated == committed
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path/"bigmodel_nb", ROOT/"bigmodel_nb", generated, shallow=False)
+    assert not mismatch and not errors, f"out of step with the notebooks: {mismatch or errors}; run nbdev-export"
+
+def test_workflow_notebooks_have_parameters_cells():
+    "papermill needs the `parameters` tag (nbdev-clean must keep it) to inject the run's values."
+    import nbformat
+    from bigmodel_nb.pipeline import STAGES, workflow_notebook
+    for stage in STAGES:
+        notebook = nbformat.read(workflow_notebook(stage), as_version=4)
+        tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+        assert len(tagged) == 1, stage
+        assert "config_path = None" in tagged[0].source and "run_dir = None" in tagged[0].source
+
+def test_readme_is_generated_from_index(tmp_path):
+    "README.md is nbs/index.ipynb as Markdown (`make readme`)."
+    converter = Path(sys.executable).parent/"jupyter"
+    subprocess.run([str(converter), "nbconvert", "--to", "markdown", str(ROOT/"nbs"/"index.ipynb"), "--output-dir", str(tmp_path),
+                    "--output", "README"], check=True, capture_output=True)
+    assert (tmp_path/"README.md").read_text() == (ROOT/"README.md").read_text(), "README.md is stale: run make readme"
