@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['predict_proba', 'score_predictions', 'plot_confusion_matrix', 'tfidf_baseline', 'EvaluateResult', 'run_evaluate']
 
-# %% ../nbs/05_evaluate.ipynb #42e7ab95
+# %% ../nbs/05_evaluate.ipynb #c01b5004
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from .data import load_splits, load_card
 from .tokenizer import load_tokenizer
 from .train import MODEL_DIR
 
-# %% ../nbs/05_evaluate.ipynb #521f4e2a
+# %% ../nbs/05_evaluate.ipynb #89c95956
 def predict_proba(model, tokenizer, texts, max_length: int, batch_size: int = 64) -> np.ndarray:
     "Class probabilities for `texts` (rows in input order)."
     texts = list(texts)
@@ -39,7 +39,7 @@ def predict_proba(model, tokenizer, texts, max_length: int, batch_size: int = 64
             probabilities[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return probabilities
 
-# %% ../nbs/05_evaluate.ipynb #71c79cd5
+# %% ../nbs/05_evaluate.ipynb #d8224546
 def score_predictions(labels, predictions, label_names: list[str]) -> dict:
     "Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows = true labels)."
     classes = list(range(len(label_names)))
@@ -71,7 +71,7 @@ def plot_confusion_matrix(matrix, label_names: list[str], title: str = "test con
     figure.tight_layout()
     return figure
 
-# %% ../nbs/05_evaluate.ipynb #0f493847
+# %% ../nbs/05_evaluate.ipynb #0765af7c
 def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, label_names: list[str]) -> dict:
     "Fit TF-IDF (character 1-3-grams) + logistic regression on `train`, score it on `test`."
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
@@ -81,7 +81,7 @@ def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, label_names: list[st
     scores = score_predictions(test["label"], predictions, label_names)
     return {"model": "tfidf-char-1-3+logreg", **{key: scores[key] for key in ("n", "accuracy", "macro_f1")}}
 
-# %% ../nbs/05_evaluate.ipynb #e88f48a2
+# %% ../nbs/05_evaluate.ipynb #d4132ab4
 @dataclass
 class EvaluateResult:
     "Test scores of the model and of the baseline."

@@ -7,7 +7,7 @@ __all__ = ['STAGES', 'DEMO_OVERRIDES', 'workflow_notebook', 'stage_function', 's
            'resolve_source_paths', 'StageFailed', 'notebook_to_html', 'execute_stage', 'ProgressWatcher',
            'run_pipeline']
 
-# %% ../nbs/07_pipeline.ipynb #4dafbfd0
+# %% ../nbs/07_pipeline.ipynb #7c5e9d6d
 import re, tempfile, threading, time
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from .core import UserError, write_json, read_progress, update_metrics, PROGRESS
 from .config import RunConfig, load_config, save_config
 from .report import build_report
 
-# %% ../nbs/07_pipeline.ipynb #b137d1ad
+# %% ../nbs/07_pipeline.ipynb #32921235
 STAGES = ("data", "tokenizer", "train", "evaluate")
 
 def workflow_notebook(stage: str) -> Path:
@@ -29,8 +29,8 @@ def stage_function(stage: str):
     return {"data": data.run_data, "tokenizer": tokenizer.run_tokenizer, "train": train.run_train,
             "evaluate": evaluate.run_evaluate}[stage]
 
-# %% ../nbs/07_pipeline.ipynb #ce08bf4e
-DEMO_OVERRIDES = ["name=demo", "data.sample=400", "model.vocab_size=1000", "model.hidden_size=32", "model.num_layers=1",
+# %% ../nbs/07_pipeline.ipynb #335c2430
+DEMO_OVERRIDES = ["name=demo", "data.sample=400", "data.clean.near_duplicates.enabled=false", "model.vocab_size=1000", "model.hidden_size=32", "model.num_layers=1",
                   "model.num_heads=2", "model.intermediate_size=64", "model.max_length=48", "train.epochs=1",
                   "evaluate.baseline=false"]
 
@@ -46,7 +46,7 @@ def stage_context(stage: str, config_path: str|None = None, run_dir: str|None = 
     for earlier in STAGES[:STAGES.index(stage)]: stage_function(earlier)(config, run_dir)
     return config, run_dir
 
-# %% ../nbs/07_pipeline.ipynb #160dabc0
+# %% ../nbs/07_pipeline.ipynb #6849af5d
 def new_run_dir(config: RunConfig, out: str|Path|None = None, root: str|Path = "runs") -> Path:
     "Create the run folder (refusing one that already holds a run)."
     run_dir = Path(out) if out is not None else Path(root)/f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -63,7 +63,7 @@ def resolve_source_paths(config: RunConfig, base: str|Path = ".") -> RunConfig:
             source.path = str((Path(base)/source.path).resolve())
     return config
 
-# %% ../nbs/07_pipeline.ipynb #4e107cfd
+# %% ../nbs/07_pipeline.ipynb #1473cc10
 class StageFailed(UserError):
     "A stage's notebook failed; the message names the stage, the cell and the error."
 
@@ -112,7 +112,7 @@ def execute_stage(stage: str, run_dir: Path, config: RunConfig) -> dict:
         except Exception as error: record["html_error"] = str(error)
     return record
 
-# %% ../nbs/07_pipeline.ipynb #ad835a11
+# %% ../nbs/07_pipeline.ipynb #3714dcf9
 class ProgressWatcher:
     "Polls `run_dir/logs/progress.json` in a thread and mirrors it into a rich progress bar."
     def __init__(self, progress, run_dir: Path, interval: float = 0.5):
@@ -140,7 +140,7 @@ class ProgressWatcher:
         self.poll()
         for task in self.tasks.values(): self.progress.remove_task(task)
 
-# %% ../nbs/07_pipeline.ipynb #d379f032
+# %% ../nbs/07_pipeline.ipynb #b84e5b49
 def run_pipeline(config: RunConfig, out: str|Path|None = None, stages: tuple = STAGES, console=None) -> Path:
     "Run `stages` for `config` into a new run folder; returns the folder (raises StageFailed when a stage fails)."
     from rich.console import Console

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['STYLE', 'escape', 'image_tag', 'html_table', 'fmt', 'build_report']
 
-# %% ../nbs/06_report.ipynb #deb84def
+# %% ../nbs/06_report.ipynb #d6c9c323
 import base64, html, time
 from pathlib import Path
 
 from .core import read_json, get_metric, METRICS_FILE
 
-# %% ../nbs/06_report.ipynb #f2305e22
+# %% ../nbs/06_report.ipynb #1e7473fa
 def escape(value) -> str: return html.escape(str(value))
 
 def image_tag(path: str|Path, alt: str) -> str:
@@ -35,7 +35,7 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, int): return f"{value:,}"
     return str(value)
 
-# %% ../nbs/06_report.ipynb #342e0cda
+# %% ../nbs/06_report.ipynb #52282f8e
 def _headline(metrics: dict) -> str:
     cards = [("test accuracy", get_metric(metrics, "test.accuracy")), ("test macro-F1", get_metric(metrics, "test.macro_f1")),
              ("baseline accuracy (TF-IDF + LR)", get_metric(metrics, "baseline.accuracy")),
@@ -53,12 +53,25 @@ def _data_section(run_dir: Path) -> str:
     examples = [(reason, example["source"], example["row"], (example["text"] or "")[:120])
                 for reason, rows in card["drop_examples"].items() for example in rows]
     lengths = card["text_length_chars"]
+    waterfall = [(step["step"], fmt(step["rows"])) for step in card.get("waterfall", [])]
+    changed = [(f"normalised: {step}", fmt(count)) for step, count in (card.get("normalized") or {}).items()]
+    changed += [(f"PII redacted: {kind}", fmt(count)) for kind, count in (card.get("pii") or {}).items()]
     return (f"<h2>Data</h2><p>Fingerprint <code>{escape(card['fingerprint'])}</code>. Text length in characters: median "
             f"{fmt(lengths['median'])}, p95 {fmt(lengths['p95'])}, max {fmt(lengths['max'])}.</p>"
-            f'<div class="row">{html_table(accounting, ["rows", "count"])}{html_table(sources, ["source", "rows read"])}'
-            f'{html_table(balance, ["split", *card["label_names"]])}</div>'
-            + image_tag(run_dir/"figures"/"data.png", "label balance and text lengths")
+            + _leakage_paragraph(card.get("leakage"))
+            + f'<div class="row">{html_table(accounting, ["rows", "count"])}{html_table(sources, ["source", "rows read"])}'
+            f'{html_table(balance, ["split", *card["label_names"]])}'
+            + (html_table(waterfall, ["after step", "rows"]) if waterfall else "")
+            + (html_table(changed, ["texts changed", "count"]) if changed else "") + "</div>"
+            + image_tag(run_dir/"figures"/"data.png", "cleaning waterfall, label balance and text lengths")
             + "<h3>Examples of dropped rows</h3>" + html_table(examples, ["reason", "source", "row", "text"]))
+
+def _leakage_paragraph(leakage: dict|None) -> str:
+    if not leakage: return ""
+    counts = ", ".join(f"{split}: {fmt(found['exact'])} exact and {fmt(found['near'])} near copies of training texts"
+                       for split, found in leakage["splits"].items())
+    verdict = "clean: no test or valid text is an exact or near copy of a training text" if leakage.get("clean") else "LEAKAGE FOUND"
+    return f"<p><b>Leakage check</b> ({escape(verdict)}): {escape(counts)}.</p>"
 
 def _metrics_section(title: str, section: dict|None, figure: Path|None = None) -> str:
     if not section: return ""
@@ -89,7 +102,7 @@ def _stages_section(stages: list[dict]) -> str:
     return ("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>seconds</th><th>executed notebook</th></tr>"
             + "".join(rows) + "</table>")
 
-# %% ../nbs/06_report.ipynb #8f6401c0
+# %% ../nbs/06_report.ipynb #1bde0433
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Microsoft YaHei',sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 1em .5em 0;font-size:14px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}

@@ -6,7 +6,7 @@
 __all__ = ['SPECIAL_TOKENS', 'TOKENIZER_DIR', 'train_wordpiece', 'save_tokenizer', 'load_tokenizer', 'tokenizer_stats',
            'TokenizerResult', 'run_tokenizer']
 
-# %% ../nbs/03_tokenizer.ipynb #eddbc251
+# %% ../nbs/03_tokenizer.ipynb #19768d87
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .core import UserError, update_metrics
 from .config import RunConfig
 from .data import load_splits
 
-# %% ../nbs/03_tokenizer.ipynb #56c5e38d
+# %% ../nbs/03_tokenizer.ipynb #c797bdc9
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def train_wordpiece(texts, vocab_size: int = 8000, limit_alphabet: int = 10000, max_length: int = 128) -> PreTrainedTokenizerFast:
@@ -36,7 +36,7 @@ def train_wordpiece(texts, vocab_size: int = 8000, limit_alphabet: int = 10000, 
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_length)
 
-# %% ../nbs/03_tokenizer.ipynb #540bb70d
+# %% ../nbs/03_tokenizer.ipynb #3410b78a
 def save_tokenizer(tokenizer, folder: str|Path) -> Path:
     "Save with `save_pretrained` and verify that `AutoTokenizer` loads back the same vocabulary."
     folder = Path(folder)
@@ -54,7 +54,7 @@ def load_tokenizer(name_or_path: str|Path):
         raise UserError(f"could not load a tokenizer from {name_or_path!r}: {str(error).splitlines()[0]} "
                         "(offline? give model.backbone as a local save_pretrained folder)") from None
 
-# %% ../nbs/03_tokenizer.ipynb #087a6ea7
+# %% ../nbs/03_tokenizer.ipynb #09a83c5a
 def tokenizer_stats(tokenizer, texts, max_length: int) -> dict:
     "Unknown-token rate, tokens per text (without special tokens) and the share of texts longer than `max_length`."
     ids = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]  # no "longer than max" warning
@@ -66,7 +66,7 @@ def tokenizer_stats(tokenizer, texts, max_length: int) -> dict:
             "tokens_per_text_p95": float(np.percentile(lengths, 95)),
             "truncated_fraction": float((lengths + special > max_length).mean())}
 
-# %% ../nbs/03_tokenizer.ipynb #d789c383
+# %% ../nbs/03_tokenizer.ipynb #e519647d
 TOKENIZER_DIR = "tokenizer"
 
 @dataclass

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['MODEL_DIR', 'EncodedTexts', 'encode_texts', 'build_model', 'classification_scores', 'ProgressCallback',
-           'ShuffledLengthBatches', 'LengthGroupedTrainer', 'training_arguments', 'plot_learning_curve', 'TrainResult',
-           'run_train']
+           'ShuffledLengthBatches', 'LengthGroupedTrainer', 'class_weights', 'WeightedLoss', 'resample_indices',
+           'training_arguments', 'plot_learning_curve', 'TrainResult', 'run_train']
 
-# %% ../nbs/04_train.ipynb #630268cc
+# %% ../nbs/04_train.ipynb #a00a9c8b
 import math, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from .config import RunConfig, ModelConfig
 from .data import load_splits, load_card
 from .tokenizer import load_tokenizer, TOKENIZER_DIR
 
-# %% ../nbs/04_train.ipynb #1f00de5e
+# %% ../nbs/04_train.ipynb #e2dbff11
 class EncodedTexts(torch.utils.data.Dataset):
     "Token ids and labels of one split; items are unpadded dicts for `DataCollatorWithPadding`."
     def __init__(self, input_ids: list[list[int]], labels):
@@ -39,7 +39,7 @@ def encode_texts(tokenizer, texts, labels, max_length: int) -> EncodedTexts:
     "Tokenize `texts` (truncated at `max_length`, unpadded) into an `EncodedTexts` dataset."
     return EncodedTexts(tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], labels)
 
-# %% ../nbs/04_train.ipynb #58950421
+# %% ../nbs/04_train.ipynb #f65ffd62
 def build_model(model: ModelConfig, tokenizer, label_names: list[str]):
     "A sequence classifier for `label_names`: from `model.backbone`, or a fresh BERT sized by `model`."
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
@@ -54,7 +54,7 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str]):
                         max_position_embeddings=max(512, model.max_length), pad_token_id=tokenizer.pad_token_id, **labels)
     return BertForSequenceClassification(config)
 
-# %% ../nbs/04_train.ipynb #39d294a8
+# %% ../nbs/04_train.ipynb #737a2c89
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     "Accuracy and macro-F1 of arg-max predictions."
     predictions = np.asarray(logits).argmax(-1)
@@ -91,7 +91,7 @@ class ProgressCallback(TrainerCallback):
         print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}) {shown} "
               f"[{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
 
-# %% ../nbs/04_train.ipynb #9a25f8b7
+# %% ../nbs/04_train.ipynb #2a23b2f4
 class ShuffledLengthBatches(torch.utils.data.Sampler):
     "Indices such that each consecutive run of `batch_size` has similar lengths, with the batches in random order."
     def __init__(self, lengths, batch_size: int, seed: int = 0):
@@ -114,7 +114,28 @@ class LengthGroupedTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return ShuffledLengthBatches([len(ids) for ids in dataset.input_ids], self.args.train_batch_size, self.args.seed)
 
-# %% ../nbs/04_train.ipynb #a28d0034
+# %% ../nbs/04_train.ipynb #94185f3f
+def class_weights(labels, num_labels: int) -> torch.Tensor:
+    "Per-label loss weights n / (k * count), so every label carries the same total weight."
+    counts = np.bincount(np.asarray(labels), minlength=num_labels)
+    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+class WeightedLoss:
+    "Class-weighted cross-entropy, usable as a Trainer `compute_loss_func`."
+    def __init__(self, weights: torch.Tensor): self.weights = weights
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        return torch.nn.functional.cross_entropy(logits.float(), labels, weight=self.weights.to(logits.device))
+
+def resample_indices(labels, strategy: str, seed: int) -> np.ndarray:
+    "Row indices that balance the labels by over- or under-sampling (in random order)."
+    labels, rng = np.asarray(labels), np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    target = max(map(len, groups)) if strategy == "oversample" else min(map(len, groups))
+    chosen = [rng.choice(rows, target, replace=strategy == "oversample" and len(rows) < target) for rows in groups]
+    return rng.permutation(np.concatenate(chosen))
+
+# %% ../nbs/04_train.ipynb #9f99e53b
 def training_arguments(config: RunConfig, output_dir: str|Path, train_size: int) -> TrainingArguments:
     "TrainingArguments for the run config (`train_size` sets the evaluation interval)."
     train = config.train
@@ -130,7 +151,7 @@ def training_arguments(config: RunConfig, output_dir: str|Path, train_size: int)
         seed=config.seed, data_seed=config.seed, dataloader_num_workers=0,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
-# %% ../nbs/04_train.ipynb #53e1a5fe
+# %% ../nbs/04_train.ipynb #827f3891
 def plot_learning_curve(history: list[dict]):
     "Training loss and valid loss / macro-F1 against the step."
     import matplotlib.pyplot as plt
@@ -148,7 +169,7 @@ def plot_learning_curve(history: list[dict]):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/04_train.ipynb #6b000130
+# %% ../nbs/04_train.ipynb #36cca452
 MODEL_DIR = "model"
 
 @dataclass
@@ -164,9 +185,12 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
     transformers_logging.set_verbosity_error()
     splits, label_names = load_splits(run_dir), load_card(run_dir)["label_names"]
     tokenizer = load_tokenizer(run_dir/TOKENIZER_DIR)
+    train, imbalance = splits["train"], config.data.imbalance
+    if imbalance in ("oversample", "undersample"): train = train.iloc[resample_indices(train["label"], imbalance, config.seed)]
+    loss = WeightedLoss(class_weights(train["label"], len(label_names))) if imbalance == "class_weights" else None
     valid = splits["valid"].iloc[np.argsort(splits["valid"]["text"].str.len().to_numpy(), kind="stable")]  # less padding
     train_set, valid_set = (encode_texts(tokenizer, frame["text"], frame["label"], config.model.max_length)
-                            for frame in (splits["train"], valid))
+                            for frame in (train, valid))
     set_seed(config.seed)
     model = build_model(config.model, tokenizer, label_names)
     callbacks = [ProgressCallback(run_dir)]
@@ -175,7 +199,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
     trainer_class = LengthGroupedTrainer if config.train.group_by_length else Trainer
     trainer = trainer_class(model=model, args=training_arguments(config, checkpoints, len(train_set)), train_dataset=train_set,
                       eval_dataset=valid_set, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                      compute_metrics=_compute_metrics, callbacks=callbacks)
+                      compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=loss)
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the same logs, with an ETA
     output = trainer.train()
     model_path = run_dir/MODEL_DIR
@@ -189,7 +213,8 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         "samples_per_second": float(output.metrics["train_samples_per_second"]),
         "tokens_per_second": float(train_set.token_count() * trainer.state.epoch / output.metrics["train_runtime"]),
         "best_valid_macro_f1": float(trainer.state.best_metric), "best_step": int(trainer.state.best_global_step or 0),
-        "group_by_length": config.train.group_by_length, "device": str(trainer.args.device),
+        "group_by_length": config.train.group_by_length, "imbalance": imbalance, "train_examples": len(train_set),
+        "device": str(trainer.args.device),
         "threads": torch.get_num_threads(),
     }
     update_metrics(run_dir, train=metrics)
