@@ -26,6 +26,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'bigmodel_nb.cli.run': ('cli.html#run', 'bigmodel_nb/cli.py'),
                                  'bigmodel_nb.cli.show_config': ('cli.html#show_config', 'bigmodel_nb/cli.py')},
             'bigmodel_nb.config': { 'bigmodel_nb.config.CleanConfig': ('config.html#cleanconfig', 'bigmodel_nb/config.py'),
+                                    'bigmodel_nb.config.CompressConfig': ('config.html#compressconfig', 'bigmodel_nb/config.py'),
                                     'bigmodel_nb.config.DataConfig': ('config.html#dataconfig', 'bigmodel_nb/config.py'),
                                     'bigmodel_nb.config.EvaluateConfig': ('config.html#evaluateconfig', 'bigmodel_nb/config.py'),
                                     'bigmodel_nb.config.ModelConfig': ('config.html#modelconfig', 'bigmodel_nb/config.py'),

@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['BUILTIN_DATASETS', 'SOURCE_KINDS', 'Section', 'SourceConfig', 'NormalizeConfig', 'NearDuplicateConfig', 'CleanConfig',
-           'PiiConfig', 'DataConfig', 'ModelConfig', 'TrainConfig', 'EvaluateConfig', 'PipelineConfig', 'RunConfig',
-           'parse_override', 'apply_override', 'format_validation_error', 'load_config', 'config_to_yaml',
-           'save_config']
+           'PiiConfig', 'DataConfig', 'ModelConfig', 'TrainConfig', 'EvaluateConfig', 'CompressConfig',
+           'PipelineConfig', 'RunConfig', 'parse_override', 'apply_override', 'format_validation_error', 'load_config',
+           'config_to_yaml', 'save_config']
 
-# %% ../nbs/01_config.ipynb #3a227ae8
+# %% ../nbs/01_config.ipynb #d1511d34
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .core import UserError
 
-# %% ../nbs/01_config.ipynb #8d0afcb6
+# %% ../nbs/01_config.ipynb #72bb8367
 class Section(BaseModel):
     "Base of every config section: unknown keys are errors, assignments are validated."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -138,6 +138,22 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     "Held-out evaluation."
     baseline: bool = True  # also fit a TF-IDF + logistic-regression baseline on the same split
+    bootstrap_samples: int = Field(1000, ge=0)  # resamples of the test set for 95% intervals; 0 = none
+    temperature_scaling: bool = True  # fit a softmax temperature on valid and report calibration before and after
+    calibration_bins: int = Field(10, ge=2, le=100)  # bins of the reliability diagram and ECE
+    length_buckets: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])  # upper edges (characters) of length slices
+    top_losses: int = Field(20, ge=0)  # rows in the error-analysis table
+
+class CompressConfig(Section):
+    "Compressed variants of the trained model, and the choice of the one to serve."
+    enabled: bool = True
+    max_accuracy_drop: float = Field(0.5, ge=0, le=100)  # in accuracy points: the served variant may lose at most this much
+    prune_amounts: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7])  # global unstructured magnitude pruning sweep
+    recovery_epochs: float = Field(0, ge=0)  # short fine-tune after pruning; 0 = none
+    distill: bool = False  # also distil into a student with half the layers
+    onnx: bool = True  # ONNX export (fp32 and dynamic int8) run in ONNX Runtime
+    threads: int = Field(1, ge=1)  # intra-op threads for every latency measurement (1 holds up best on shared cores)
+    latency_repeats: int = Field(20, ge=3)  # timed calls per variant and batch size (interleaved, median reported)
 
 class PipelineConfig(Section):
     "How the workflow notebooks are executed."
@@ -151,9 +167,10 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
-# %% ../nbs/01_config.ipynb #f4a3165d
+# %% ../nbs/01_config.ipynb #51e4af45
 def parse_override(text: str) -> tuple[list[str], Any]:
     "Split `'train.epochs=3'` into a key path and a YAML-typed value."
     key, sep, raw = text.partition("=")
@@ -190,7 +207,7 @@ def apply_override(tree: dict, path: list[str], value: Any) -> dict:
     else: raise UserError(f"override {'.'.join(path)}: {'.'.join(path[:-1])} is not a section")
     return tree
 
-# %% ../nbs/01_config.ipynb #86aad231
+# %% ../nbs/01_config.ipynb #10300efb
 def _key_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after")) or "(top level)"
 

@@ -7,7 +7,7 @@ __all__ = ['MODEL_DIR', 'EncodedTexts', 'encode_texts', 'build_model', 'classifi
            'ShuffledLengthBatches', 'LengthGroupedTrainer', 'class_weights', 'WeightedLoss', 'resample_indices',
            'training_arguments', 'plot_learning_curve', 'TrainResult', 'run_train']
 
-# %% ../nbs/04_train.ipynb #a00a9c8b
+# %% ../nbs/04_train.ipynb #d85bd43d
 import math, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from .config import RunConfig, ModelConfig
 from .data import load_splits, load_card
 from .tokenizer import load_tokenizer, TOKENIZER_DIR
 
-# %% ../nbs/04_train.ipynb #e2dbff11
+# %% ../nbs/04_train.ipynb #ec0699e0
 class EncodedTexts(torch.utils.data.Dataset):
     "Token ids and labels of one split; items are unpadded dicts for `DataCollatorWithPadding`."
     def __init__(self, input_ids: list[list[int]], labels):
@@ -39,7 +39,7 @@ def encode_texts(tokenizer, texts, labels, max_length: int) -> EncodedTexts:
     "Tokenize `texts` (truncated at `max_length`, unpadded) into an `EncodedTexts` dataset."
     return EncodedTexts(tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], labels)
 
-# %% ../nbs/04_train.ipynb #f65ffd62
+# %% ../nbs/04_train.ipynb #181c65c0
 def build_model(model: ModelConfig, tokenizer, label_names: list[str]):
     "A sequence classifier for `label_names`: from `model.backbone`, or a fresh BERT sized by `model`."
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
@@ -54,7 +54,7 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str]):
                         max_position_embeddings=max(512, model.max_length), pad_token_id=tokenizer.pad_token_id, **labels)
     return BertForSequenceClassification(config)
 
-# %% ../nbs/04_train.ipynb #737a2c89
+# %% ../nbs/04_train.ipynb #77428cbf
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     "Accuracy and macro-F1 of arg-max predictions."
     predictions = np.asarray(logits).argmax(-1)
@@ -91,7 +91,7 @@ class ProgressCallback(TrainerCallback):
         print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}) {shown} "
               f"[{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
 
-# %% ../nbs/04_train.ipynb #2a23b2f4
+# %% ../nbs/04_train.ipynb #63981041
 class ShuffledLengthBatches(torch.utils.data.Sampler):
     "Indices such that each consecutive run of `batch_size` has similar lengths, with the batches in random order."
     def __init__(self, lengths, batch_size: int, seed: int = 0):
@@ -114,7 +114,7 @@ class LengthGroupedTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return ShuffledLengthBatches([len(ids) for ids in dataset.input_ids], self.args.train_batch_size, self.args.seed)
 
-# %% ../nbs/04_train.ipynb #94185f3f
+# %% ../nbs/04_train.ipynb #0de25fb4
 def class_weights(labels, num_labels: int) -> torch.Tensor:
     "Per-label loss weights n / (k * count), so every label carries the same total weight."
     counts = np.bincount(np.asarray(labels), minlength=num_labels)
@@ -135,7 +135,7 @@ def resample_indices(labels, strategy: str, seed: int) -> np.ndarray:
     chosen = [rng.choice(rows, target, replace=strategy == "oversample" and len(rows) < target) for rows in groups]
     return rng.permutation(np.concatenate(chosen))
 
-# %% ../nbs/04_train.ipynb #9f99e53b
+# %% ../nbs/04_train.ipynb #276948eb
 def training_arguments(config: RunConfig, output_dir: str|Path, train_size: int) -> TrainingArguments:
     "TrainingArguments for the run config (`train_size` sets the evaluation interval)."
     train = config.train
@@ -151,7 +151,7 @@ def training_arguments(config: RunConfig, output_dir: str|Path, train_size: int)
         seed=config.seed, data_seed=config.seed, dataloader_num_workers=0,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
-# %% ../nbs/04_train.ipynb #827f3891
+# %% ../nbs/04_train.ipynb #14ba7029
 def plot_learning_curve(history: list[dict]):
     "Training loss and valid loss / macro-F1 against the step."
     import matplotlib.pyplot as plt
@@ -169,7 +169,7 @@ def plot_learning_curve(history: list[dict]):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/04_train.ipynb #36cca452
+# %% ../nbs/04_train.ipynb #da0f97c8
 MODEL_DIR = "model"
 
 @dataclass
