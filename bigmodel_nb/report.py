@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['STYLE', 'escape', 'image_tag', 'html_table', 'fmt', 'build_report']
 
-# %% ../nbs/06_report.ipynb #d6c9c323
+# %% ../nbs/06_report.ipynb #35ccb523
 import base64, html, time
 from pathlib import Path
 
 from .core import read_json, get_metric, METRICS_FILE
 
-# %% ../nbs/06_report.ipynb #1e7473fa
+# %% ../nbs/06_report.ipynb #1b3fbcb6
 def escape(value) -> str: return html.escape(str(value))
 
 def image_tag(path: str|Path, alt: str) -> str:
@@ -35,7 +35,7 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, int): return f"{value:,}"
     return str(value)
 
-# %% ../nbs/06_report.ipynb #52282f8e
+# %% ../nbs/06_report.ipynb #eb8445a2
 def _headline(metrics: dict) -> str:
     cards = [("test accuracy", get_metric(metrics, "test.accuracy")), ("test macro-F1", get_metric(metrics, "test.macro_f1")),
              ("baseline accuracy (TF-IDF + LR)", get_metric(metrics, "baseline.accuracy")),
@@ -78,20 +78,6 @@ def _metrics_section(title: str, section: dict|None, figure: Path|None = None) -
     rows = [(key, fmt(value)) for key, value in section.items() if not isinstance(value, (dict, list))]
     return f"<h2>{escape(title)}</h2>" + html_table(rows, ["metric", "value"]) + (image_tag(figure, title) if figure else "")
 
-def _evaluation_section(run_dir: Path, metrics: dict) -> str:
-    test = metrics.get("test")
-    if not test: return ""
-    per_class = [(name, fmt(s["precision"]), fmt(s["recall"]), fmt(s["f1"]), fmt(s["support"])) for name, s in test["per_class"].items()]
-    baseline = metrics.get("baseline")
-    comparison = ""
-    if baseline:
-        comparison = html_table([("this model", fmt(test["accuracy"]), fmt(test["macro_f1"])),
-                                 (baseline["model"], fmt(baseline["accuracy"]), fmt(baseline["macro_f1"]))],
-                                ["model (same test split)", "accuracy", "macro-F1"])
-    return ("<h2>Evaluation on the held-out test split</h2>" + f'<div class="row">{comparison}'
-            + html_table(per_class, ["label", "precision", "recall", "F1", "support"]) + "</div>"
-            + image_tag(run_dir/"figures"/"confusion_matrix.png", "confusion matrix"))
-
 def _stages_section(stages: list[dict]) -> str:
     if not stages: return ""
     rows = []
@@ -102,7 +88,69 @@ def _stages_section(stages: list[dict]) -> str:
     return ("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>seconds</th><th>executed notebook</th></tr>"
             + "".join(rows) + "</table>")
 
-# %% ../nbs/06_report.ipynb #1bde0433
+# %% ../nbs/06_report.ipynb #a63d98bd
+def _with_interval(value, interval=None) -> str:
+    "A score, followed by its `[low, high]` interval when there is one."
+    return fmt(value) + (f" [{fmt(interval[0], 3)}, {fmt(interval[1], 3)}]" if interval else "")
+
+def _truncate(text, limit: int = 120) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+def _scores_block(test: dict, baseline: dict|None) -> str:
+    rows = [("this model", _with_interval(test["accuracy"], test.get("accuracy_ci")), _with_interval(test["macro_f1"], test.get("macro_f1_ci")))]
+    if baseline: rows.append((baseline["model"], fmt(baseline["accuracy"]), fmt(baseline["macro_f1"])))
+    per_class = [(name, *[_with_interval(entry[key], entry.get("ci", {}).get(key)) for key in ("precision", "recall", "f1")],
+                  fmt(entry.get("roc_auc")), fmt(entry.get("average_precision")), fmt(entry["support"]))
+                 for name, entry in test["per_class"].items()]
+    note = (f"<p>In brackets: 95% bootstrap intervals ({fmt(test['bootstrap_samples'])} resamples of the test texts).</p>"
+            if test.get("bootstrap_samples") else "")
+    return (note + '<div class="row">' + html_table(rows, ["model (same test split)", "accuracy", "macro-F1"])
+            + html_table(per_class, ["label", "precision", "recall", "F1", "ROC-AUC", "average precision", "support"]) + "</div>")
+
+def _calibration_block(run_dir: Path, calibration: dict|None) -> str:
+    if not calibration: return ""
+    fitted = "temperature" in calibration
+    rows = [(f"ECE ({calibration['bins']} bins)", fmt(calibration["ece"])), ("NLL", fmt(calibration["nll"]))]
+    if fitted:
+        rows = [(*rows[0], fmt(calibration["ece_after_temperature"])), (*rows[1], fmt(calibration["nll_after_temperature"])),
+                ("temperature (fitted on valid)", "1", fmt(calibration["temperature"]))]
+    note = (" Temperature scaling divides the logits by one number fitted on the valid split: it changes the confidences,"
+            " never the predicted labels." if fitted else "")
+    return ("<h3>Calibration</h3><p>Expected calibration error (ECE): the gap between confidence and accuracy, averaged over "
+            f"confidence bins. Lower is better for ECE and NLL.{note}</p>"
+            + html_table(rows, ["on test", "model", *(["after temperature scaling"] if fitted else [])])
+            + image_tag(run_dir/"figures"/"reliability.png", "reliability diagram"))
+
+def _slices_block(run_dir: Path, slices: dict|None) -> str:
+    if not slices: return ""
+    titles = {"length": "length (characters)", "group": "group (largest first)"}
+    tables = [html_table([(name, fmt(entry["rows"]), fmt(entry["accuracy"]), fmt(entry["macro_f1"])) for name, entry in table.items()],
+                         [titles.get(kind, kind), "rows", "accuracy", "macro-F1"]) for kind, table in slices.items()]
+    return ("<h3>Scores by slice</h3>" + f'<div class="row">{"".join(tables)}</div>'
+            + image_tag(run_dir/"figures"/"slices.png", "scores by slice"))
+
+def _top_losses_block(run_dir: Path) -> str:
+    path = run_dir/"data"/"top_losses.parquet"
+    if not path.exists(): return ""
+    import pandas as pd
+    worst = pd.read_parquet(path)
+    if worst.empty: return ""
+    rows = [(_truncate(row.text), row.label, row.predicted, fmt(float(row.confidence), 3), fmt(float(row.loss), 3))
+            for row in worst.itertuples()]
+    return (f"<h3>The {len(rows)} test texts with the highest loss</h3><p>Confident mistakes, or texts whose label is wrong.</p>"
+            + html_table(rows, ["text", "true label", "predicted", "confidence", "loss"]))
+
+def _evaluation_section(run_dir: Path, metrics: dict) -> str:
+    test = metrics.get("test")
+    if not test: return ""
+    return ("<h2>Evaluation on the held-out test split</h2>" + _scores_block(test, metrics.get("baseline"))
+            + image_tag(run_dir/"figures"/"confusion_matrix.png", "confusion matrix")
+            + image_tag(run_dir/"figures"/"roc_pr.png", "ROC and precision-recall curves")
+            + _calibration_block(run_dir, test.get("calibration")) + _slices_block(run_dir, test.get("slices"))
+            + _top_losses_block(run_dir))
+
+# %% ../nbs/06_report.ipynb #eb291d22
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Microsoft YaHei',sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 1em .5em 0;font-size:14px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
