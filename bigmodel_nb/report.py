@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['STYLE', 'escape', 'image_tag', 'html_table', 'fmt', 'build_report']
 
-# %% ../nbs/06_report.ipynb #35ccb523
+# %% ../nbs/06_report.ipynb #fdb1ccb0
 import base64, html, time
 from pathlib import Path
 
 from .core import read_json, get_metric, METRICS_FILE
 
-# %% ../nbs/06_report.ipynb #1b3fbcb6
+# %% ../nbs/06_report.ipynb #586a176e
 def escape(value) -> str: return html.escape(str(value))
 
 def image_tag(path: str|Path, alt: str) -> str:
@@ -35,7 +35,7 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, int): return f"{value:,}"
     return str(value)
 
-# %% ../nbs/06_report.ipynb #eb8445a2
+# %% ../nbs/06_report.ipynb #c13868ed
 def _headline(metrics: dict) -> str:
     cards = [("test accuracy", get_metric(metrics, "test.accuracy")), ("test macro-F1", get_metric(metrics, "test.macro_f1")),
              ("baseline accuracy (TF-IDF + LR)", get_metric(metrics, "baseline.accuracy")),
@@ -88,7 +88,7 @@ def _stages_section(stages: list[dict]) -> str:
     return ("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>seconds</th><th>executed notebook</th></tr>"
             + "".join(rows) + "</table>")
 
-# %% ../nbs/06_report.ipynb #a63d98bd
+# %% ../nbs/06_report.ipynb #e02d9aa3
 def _with_interval(value, interval=None) -> str:
     "A score, followed by its `[low, high]` interval when there is one."
     return fmt(value) + (f" [{fmt(interval[0], 3)}, {fmt(interval[1], 3)}]" if interval else "")
@@ -150,7 +150,24 @@ def _evaluation_section(run_dir: Path, metrics: dict) -> str:
             + _calibration_block(run_dir, test.get("calibration")) + _slices_block(run_dir, test.get("slices"))
             + _top_losses_block(run_dir))
 
-# %% ../nbs/06_report.ipynb #eb291d22
+# %% ../nbs/06_report.ipynb #b83ac526
+def _compression_section(run_dir: Path, compress: dict|None) -> str:
+    if not compress or not compress.get("variants"): return ""
+    variants = compress["variants"]
+    columns = [key for key in dict.fromkeys(k for v in variants.values() for k, value in v.items()
+                                             if not isinstance(value, (dict, list)))]
+    rows = []
+    for name, variant in variants.items():
+        marker = ' class="selected"' if name == compress.get("selected") else ""
+        cells = "".join(f"<td>{escape(fmt(variant.get(column)))}</td>" for column in columns)
+        rows.append(f"<tr{marker}><td>{escape(name)}{' ✓' if marker else ''}</td>{cells}</tr>")
+    header = "<tr><th>variant</th>" + "".join(f"<th>{escape(column)}</th>" for column in columns) + "</tr>"
+    return (f"<h2>Compression</h2><p>Served variant: <b>{escape(compress.get('selected'))}</b> — {escape(compress.get('reason', ''))} "
+            f"(latencies with {escape(compress.get('threads', '?'))} thread(s)).</p>"
+            f'<div class="wide"><table>{header}{"".join(rows)}</table></div>'
+            + image_tag(run_dir/"figures"/"compression.png", "compression trade-off"))
+
+# %% ../nbs/06_report.ipynb #d0a6e12c
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Microsoft YaHei',sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 1em .5em 0;font-size:14px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
@@ -158,7 +175,8 @@ th{background:#f5f5f5}img{max-width:100%;margin:.5em 0}.row{display:flex;flex-wr
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:10em}
 .card .value{font-size:28px;font-weight:600}.card .label{color:#666;font-size:13px}.failed td{background:#fde8e8}
 .banner{background:#fde8e8;border:1px solid #e99;padding:.8em;border-radius:6px;white-space:pre-wrap}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:13px}code{font-size:13px}"""
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:13px}code{font-size:13px}.selected td{background:#e8f5e9}
+.wide{overflow-x:auto}"""
 
 def build_report(run_dir: str|Path, stages: list[dict]|None = None, failure: str|None = None) -> Path:
     "Write `run_dir/report.html` from what the stages left in the run folder; returns its path."
@@ -172,7 +190,8 @@ def build_report(run_dir: str|Path, stages: list[dict]|None = None, failure: str
         banner, _headline(metrics), _data_section(run_dir),
         _metrics_section("Tokenizer", metrics.get("tokenizer")),
         _metrics_section("Training", metrics.get("train"), run_dir/"figures"/"learning_curve.png"),
-        _evaluation_section(run_dir, metrics), _stages_section(stages or []),
+        _evaluation_section(run_dir, metrics), _compression_section(run_dir, metrics.get("compress")),
+        _stages_section(stages or []),
         f"<h2>Config</h2><pre>{escape(config_text)}</pre>" if config_text else ""])
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(run_dir.name)} — bigmodel_nb report</title>'
             f"<style>{STYLE}</style></head><body>{body}</body></html>")

@@ -16,10 +16,13 @@ def test_quick_config_end_to_end(cli, tmp_path):
                  "tokenizer/tokenizer.json", "logs/stages.json"]:
         assert (run_dir/path).exists(), path
     html_notebooks = sorted(p.name for p in (run_dir/"notebooks").glob("*.html"))
-    assert html_notebooks == ["01_data.html", "02_tokenizer.html", "03_train.html", "04_evaluate.html"]
+    assert html_notebooks == ["01_data.html", "02_tokenizer.html", "03_train.html", "04_evaluate.html", "05_compress.html"]
     metrics = json.loads((run_dir/"metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1 and 0 < metrics["test"]["macro_f1"] <= 1
     assert metrics["run"]["status"] == "ok"
+    compress = metrics["compress"]
+    assert compress["selected"] in compress["variants"] and "fp32" in compress["variants"]
+    assert (run_dir/"compressed"/"selected.json").exists()
     card = metrics["data"]
     assert card["rows_read"] == card["rows_kept"] + sum(card["dropped"].values())
     for split in ("train", "valid", "test"):
