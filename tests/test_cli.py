@@ -16,7 +16,7 @@ def test_quick_config_end_to_end(cli, tmp_path):
                  "tokenizer/tokenizer.json", "logs/stages.json"]:
         assert (run_dir/path).exists(), path
     html_notebooks = sorted(p.name for p in (run_dir/"notebooks").glob("*.html"))
-    assert html_notebooks == ["01_data.html", "02_tokenizer.html", "03_train.html", "04_evaluate.html", "05_compress.html"]
+    assert html_notebooks == ["01_data.html", "02_tokenizer.html", "04_train.html", "05_evaluate.html", "06_compress.html"]
     metrics = json.loads((run_dir/"metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1 and 0 < metrics["test"]["macro_f1"] <= 1
     assert metrics["run"]["status"] == "ok"
