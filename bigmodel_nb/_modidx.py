@@ -330,6 +330,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'bigmodel_nb.report._headline': ('report.html#_headline', 'bigmodel_nb/report.py'),
                                     'bigmodel_nb.report._leakage_paragraph': ('report.html#_leakage_paragraph', 'bigmodel_nb/report.py'),
                                     'bigmodel_nb.report._metrics_section': ('report.html#_metrics_section', 'bigmodel_nb/report.py'),
+                                    'bigmodel_nb.report._pretrain_section': ('report.html#_pretrain_section', 'bigmodel_nb/report.py'),
                                     'bigmodel_nb.report._scores_block': ('report.html#_scores_block', 'bigmodel_nb/report.py'),
                                     'bigmodel_nb.report._slices_block': ('report.html#_slices_block', 'bigmodel_nb/report.py'),
                                     'bigmodel_nb.report._stages_section': ('report.html#_stages_section', 'bigmodel_nb/report.py'),

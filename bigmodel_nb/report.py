@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['STYLE', 'escape', 'image_tag', 'html_table', 'fmt', 'build_report']
 
-# %% ../nbs/06_report.ipynb #fdb1ccb0
+# %% ../nbs/06_report.ipynb #bfb294f3
 import base64, html, time
 from pathlib import Path
 
 from .core import read_json, get_metric, METRICS_FILE
 
-# %% ../nbs/06_report.ipynb #586a176e
+# %% ../nbs/06_report.ipynb #8220a7a9
 def escape(value) -> str: return html.escape(str(value))
 
 def image_tag(path: str|Path, alt: str) -> str:
@@ -35,7 +35,7 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, int): return f"{value:,}"
     return str(value)
 
-# %% ../nbs/06_report.ipynb #c13868ed
+# %% ../nbs/06_report.ipynb #bb666ff8
 def _headline(metrics: dict) -> str:
     cards = [("test accuracy", get_metric(metrics, "test.accuracy")), ("test macro-F1", get_metric(metrics, "test.macro_f1")),
              ("baseline accuracy (TF-IDF + LR)", get_metric(metrics, "baseline.accuracy")),
@@ -78,6 +78,16 @@ def _metrics_section(title: str, section: dict|None, figure: Path|None = None) -
     rows = [(key, fmt(value)) for key, value in section.items() if not isinstance(value, (dict, list))]
     return f"<h2>{escape(title)}</h2>" + html_table(rows, ["metric", "value"]) + (image_tag(figure, title) if figure else "")
 
+def _pretrain_section(run_dir: Path, pretrain: dict|None) -> str:
+    "Masked-LM pretraining: where the texts came from, perplexity before and after, the curve."
+    if not pretrain: return ""
+    sources = pretrain.get("sources") or {}
+    lines = "".join(f"<li>{escape(name)}: {counts['texts']:,} texts → {counts['pieces']:,} pieces</li>" for name, counts in sources.items())
+    summary = (f"<p>Valid perplexity {fmt(pretrain.get('valid_perplexity_before'), 5)} before → "
+               f"<b>{fmt(pretrain.get('valid_perplexity'), 5)}</b> after pretraining; fine-tuning started from these weights.</p>")
+    return (_metrics_section("Masked-LM pretraining", pretrain, run_dir/"figures"/"pretrain_curve.png")
+            .replace("</h2>", "</h2>" + summary + (f"<ul>{lines}</ul>" if lines else ""), 1))
+
 def _stages_section(stages: list[dict]) -> str:
     if not stages: return ""
     rows = []
@@ -88,7 +98,7 @@ def _stages_section(stages: list[dict]) -> str:
     return ("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>seconds</th><th>executed notebook</th></tr>"
             + "".join(rows) + "</table>")
 
-# %% ../nbs/06_report.ipynb #e02d9aa3
+# %% ../nbs/06_report.ipynb #d24a9e8b
 def _with_interval(value, interval=None) -> str:
     "A score, followed by its `[low, high]` interval when there is one."
     return fmt(value) + (f" [{fmt(interval[0], 3)}, {fmt(interval[1], 3)}]" if interval else "")
@@ -150,7 +160,7 @@ def _evaluation_section(run_dir: Path, metrics: dict) -> str:
             + _calibration_block(run_dir, test.get("calibration")) + _slices_block(run_dir, test.get("slices"))
             + _top_losses_block(run_dir))
 
-# %% ../nbs/06_report.ipynb #b83ac526
+# %% ../nbs/06_report.ipynb #35bee35a
 def _compression_section(run_dir: Path, compress: dict|None) -> str:
     if not compress or not compress.get("variants"): return ""
     variants = compress["variants"]
@@ -167,7 +177,7 @@ def _compression_section(run_dir: Path, compress: dict|None) -> str:
             f'<div class="wide"><table>{header}{"".join(rows)}</table></div>'
             + image_tag(run_dir/"figures"/"compression.png", "compression trade-off"))
 
-# %% ../nbs/06_report.ipynb #d0a6e12c
+# %% ../nbs/06_report.ipynb #40bba340
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Microsoft YaHei',sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 1em .5em 0;font-size:14px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
@@ -189,6 +199,7 @@ def build_report(run_dir: str|Path, stages: list[dict]|None = None, failure: str
         f"<h1>Run report: {escape(run_dir.name)}</h1><p>Written {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by bigmodel_nb.</p>",
         banner, _headline(metrics), _data_section(run_dir),
         _metrics_section("Tokenizer", metrics.get("tokenizer")),
+        _pretrain_section(run_dir, metrics.get("pretrain")),
         _metrics_section("Training", metrics.get("train"), run_dir/"figures"/"learning_curve.png"),
         _evaluation_section(run_dir, metrics), _compression_section(run_dir, metrics.get("compress")),
         _stages_section(stages or []),
