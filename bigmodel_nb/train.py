@@ -10,7 +10,7 @@ __all__ = ['PRETRAINED_DIR', 'MANIFEST', 'MODEL_DIR', 'CHECKPOINT_DIR', 'Encoded
            'plot_learning_curve', 'TrainResult', 'RankRecord', 'start_point', 'run_train', 'launch_distributed',
            'train_worker']
 
-# %% ../nbs/04_train.ipynb #32595075
+# %% ../nbs/04_train.ipynb #dd9b96e1
 import hashlib, json, math, os, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from .config import RunConfig, ModelConfig, load_config
 from .data import load_splits, load_card
 from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
 
-# %% ../nbs/04_train.ipynb #81d87e4e
+# %% ../nbs/04_train.ipynb #fe9a01d1
 class EncodedTexts(torch.utils.data.Dataset):
     "Token ids and labels of one split; items are unpadded dicts for `DataCollatorWithPadding`."
     def __init__(self, input_ids: list[list[int]], labels):
@@ -42,7 +42,7 @@ def encode_texts(tokenizer, texts, labels, max_length: int) -> EncodedTexts:
     "Tokenize `texts` (truncated at `max_length`, unpadded) into an `EncodedTexts` dataset."
     return EncodedTexts(tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], labels)
 
-# %% ../nbs/04_train.ipynb #3a2cb260
+# %% ../nbs/04_train.ipynb #bc80c828
 PRETRAINED_DIR = "pretrained"
 
 def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_from: str|Path|None = None):
@@ -60,7 +60,7 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_fro
                         max_position_embeddings=max(512, model.max_length), pad_token_id=tokenizer.pad_token_id, **labels)
     return BertForSequenceClassification(config)
 
-# %% ../nbs/04_train.ipynb #6dd3f050
+# %% ../nbs/04_train.ipynb #73598b72
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     "Accuracy and macro-F1 of arg-max predictions."
     predictions = np.asarray(logits).argmax(-1)
@@ -100,7 +100,7 @@ class ProgressCallback(TrainerCallback):
         print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}) {shown} "
               f"[{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
 
-# %% ../nbs/04_train.ipynb #acdb6aea
+# %% ../nbs/04_train.ipynb #ae288e04
 class ShuffledLengthBatches(torch.utils.data.Sampler):
     "Indices such that each consecutive run of `batch_size` has similar lengths, with the batches in random order."
     def __init__(self, lengths, batch_size: int, seed: int = 0):
@@ -125,7 +125,7 @@ class LengthGroupedTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return ShuffledLengthBatches([len(ids) for ids in dataset.input_ids], self.args.train_batch_size, self.args.seed)
 
-# %% ../nbs/04_train.ipynb #0fc67a85
+# %% ../nbs/04_train.ipynb #d98a64e1
 def class_weights(labels, num_labels: int) -> torch.Tensor:
     "Per-label loss weights n / (k * count), so every label carries the same total weight."
     counts = np.bincount(np.asarray(labels), minlength=num_labels)
@@ -146,7 +146,7 @@ def resample_indices(labels, strategy: str, seed: int) -> np.ndarray:
     chosen = [rng.choice(rows, target, replace=strategy == "oversample" and len(rows) < target) for rows in groups]
     return rng.permutation(np.concatenate(chosen))
 
-# %% ../nbs/04_train.ipynb #53e6c09e
+# %% ../nbs/04_train.ipynb #0c90f5f7
 def training_arguments(config: RunConfig, output_dir: str|Path, train_size: int) -> TrainingArguments:
     "TrainingArguments for the run config (`train_size` sets the evaluation interval)."
     train = config.train
@@ -169,7 +169,7 @@ def ddp_backend(config: RunConfig) -> str|None:
     chosen = config.train.distributed.backend
     return chosen if chosen != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
 
-# %% ../nbs/04_train.ipynb #6ebca5be
+# %% ../nbs/04_train.ipynb #cfd74703
 MANIFEST = "manifest.json"
 
 def _sha256(path: Path) -> str:
@@ -232,7 +232,7 @@ def save_model_atomically(trainer, target: str|Path) -> Path:
         os.replace(temporary, target)
     return target
 
-# %% ../nbs/04_train.ipynb #c0c07d25
+# %% ../nbs/04_train.ipynb #4cc6419c
 def plot_learning_curve(history: list[dict]):
     "Training loss and valid loss / macro-F1 against the step."
     import matplotlib.pyplot as plt
@@ -250,7 +250,7 @@ def plot_learning_curve(history: list[dict]):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/04_train.ipynb #0086dbae
+# %% ../nbs/04_train.ipynb #860510fe
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -331,7 +331,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(model_path=str(model_path), metrics=metrics)
 
-# %% ../nbs/04_train.ipynb #8e11a3aa
+# %% ../nbs/04_train.ipynb #50bf134e
 def launch_distributed(config: RunConfig, run_dir: Path, processes: int) -> TrainResult:
     "Run the training stage in `processes` torchrun workers on this machine; returns rank 0's result."
     log = run_dir/"logs"/"torchrun.log"
@@ -351,7 +351,11 @@ def launch_distributed(config: RunConfig, run_dir: Path, processes: int) -> Trai
     metrics = read_json(run_dir/"metrics.json")["train"]
     return TrainResult(model_path=str(run_dir/MODEL_DIR), metrics=metrics)
 
-def train_worker(run_dir: str|Path) -> None:
+def train_worker(run_dir: str|Path, record_stage: bool = False) -> None:
     "What each torchrun worker runs: the training stage on `run_dir` (with its resolved config.yaml)."
-    run_dir = Path(run_dir)
+    run_dir, started = Path(run_dir), time.time()
     run_train(load_config(run_dir/"config.yaml"), run_dir)
+    if record_stage and int(os.environ.get("RANK", "0")) == 0:  # launched by hand (several nodes): let --resume go on from here
+        records = [record for record in read_json(run_dir/"logs"/"stages.json") or [] if record["stage"] != "train"]
+        write_json(run_dir/"logs"/"stages.json", records + [{"stage": "train", "status": "ok", "seconds": round(time.time() - started, 1),
+                                                             "launched_by": "torchrun"}])
