@@ -7,7 +7,7 @@ __all__ = ['SENTENCE_END', 'strip_pos_tags', 'chunk_text', 'load_peoples_daily',
            'build_masked_lm', 'UnlabeledTexts', 'masked_lm_perplexity', 'PretrainResult', 'pretrain_arguments',
            'run_pretrain', 'plot_pretraining']
 
-# %% ../nbs/03b_pretrain.ipynb #9806cfb0
+# %% ../nbs/03b_pretrain.ipynb #f5b7a2b1
 import math, re, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
 from .train import (EncodedTexts, LengthGroupedTrainer, ProgressCallback, CheckpointManifest, last_complete_checkpoint,
                                save_model_atomically, PRETRAINED_DIR)
 
-# %% ../nbs/03b_pretrain.ipynb #8138859e
+# %% ../nbs/03b_pretrain.ipynb #9b58285b
 SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
 
 def strip_pos_tags(line: str) -> str:
@@ -54,7 +54,7 @@ def load_peoples_daily() -> pd.Series:
     paragraphs = (strip_pos_tags(line) for line in path.read_text(encoding="utf-8").splitlines())
     return pd.Series([p for p in paragraphs if p], name="text", dtype=object)
 
-# %% ../nbs/03b_pretrain.ipynb #f122ac3a
+# %% ../nbs/03b_pretrain.ipynb #71958e1b
 def read_unlabeled(source: SourceConfig, data: DataConfig, text_column: str) -> pd.Series:
     "The texts of one `pretrain.sources` entry."
     if source.dataset == "peoples-daily-1998": return load_peoples_daily()
@@ -98,7 +98,7 @@ def pretraining_texts(config: RunConfig, splits: dict[str, pd.DataFrame]) -> tup
     if texts.empty: raise UserError("pretraining has no texts: add pretrain.sources or set pretrain.include_train_texts: true")
     return texts, account
 
-# %% ../nbs/03b_pretrain.ipynb #2202e5a7
+# %% ../nbs/03b_pretrain.ipynb #d2204a79
 def build_masked_lm(config: RunConfig, tokenizer):
     "A `BertForMaskedLM` sized by `config.model`, or the backbone's masked-LM model."
     model = config.model
@@ -136,7 +136,7 @@ def masked_lm_perplexity(model, dataset: UnlabeledTexts, collator, batch_size: i
     finally: torch.random.set_rng_state(generator_state)
     return math.exp(total_loss / max(total_tokens, 1))
 
-# %% ../nbs/03b_pretrain.ipynb #f21ef967
+# %% ../nbs/03b_pretrain.ipynb #9179ccb8
 @dataclass
 class PretrainResult:
     "Where the pretrained masked LM is and how pretraining went."
@@ -154,6 +154,7 @@ def pretrain_arguments(config: RunConfig, output_dir: Path, train_size: int) -> 
         eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
         save_total_limit=config.train.save_total_limit, logging_strategy="steps", logging_steps=max(1, eval_steps // 4),
         report_to="none", disable_tqdm=True, seed=config.seed, data_seed=config.seed, dataloader_num_workers=0,
+        prediction_loss_only=True,  # else evaluation keeps every masked-LM logit: texts x tokens x vocabulary floats
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 def run_pretrain(config: RunConfig, run_dir: str|Path) -> PretrainResult:
