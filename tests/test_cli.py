@@ -9,17 +9,24 @@ from conftest import ROOT
 
 def test_quick_config_end_to_end(cli, tmp_path):
     run_dir = tmp_path/"quick"
-    result = cli("run", "configs/quick.yaml", "--out", str(run_dir))
+    # with a short masked-LM pretraining stage (1,500 People's Daily pieces + the train texts), so every stage runs
+    result = cli("run", "configs/quick.yaml", "--out", str(run_dir), "--set", "pretrain.enabled=true",
+                 "--set", "pretrain.max_texts=1500")
     assert result.returncode == 0, result.stderr[-3000:]
     for path in ["report.html", "metrics.json", "config.yaml", "data/train.parquet", "data/valid.parquet",
                  "data/test.parquet", "data/card.json", "data/dropped.parquet", "model/model.safetensors", "model/config.json",
                  "tokenizer/tokenizer.json", "logs/stages.json"]:
         assert (run_dir/path).exists(), path
     html_notebooks = sorted(p.name for p in (run_dir/"notebooks").glob("*.html"))
-    assert html_notebooks == ["01_data.html", "02_tokenizer.html", "04_train.html", "05_evaluate.html", "06_compress.html"]
+    assert html_notebooks == ["01_data.html", "02_tokenizer.html", "03_pretrain.html", "04_train.html", "05_evaluate.html", "06_compress.html"]
     metrics = json.loads((run_dir/"metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1 and 0 < metrics["test"]["macro_f1"] <= 1
     assert metrics["run"]["status"] == "ok"
+    pretrain = metrics["pretrain"]
+    assert pretrain["valid_perplexity"] < pretrain["valid_perplexity_before"]
+    assert pretrain["sources"]["peoples-daily-1998"]["texts"] == 19484 and pretrain["unlabeled_texts"] == 1500
+    assert metrics["train"]["started_from"] == "pretrained" and (run_dir/"pretrained"/"model.safetensors").exists()
+    assert metrics["train"]["world_size"] == 1 and metrics["train"]["samples_per_second"] > 0
     compress = metrics["compress"]
     assert compress["selected"] in compress["variants"] and "fp32" in compress["variants"]
     assert (run_dir/"compressed"/"selected.json").exists()
@@ -29,7 +36,7 @@ def test_quick_config_end_to_end(cli, tmp_path):
         frame = pd.read_parquet(run_dir/"data"/f"{split}.parquet")
         assert list(frame.columns) == ["text", "label"] and len(frame) == card["split_sizes"][split]
     report = (run_dir/"report.html").read_text()
-    assert "data:image/png;base64," in report and "https://" not in report
+    assert "data:image/png;base64," in report and "https://" not in report and "Masked-LM pretraining" in report
     assert f"{metrics['test']['accuracy']:.4g}" in report
     # papermill injected the real parameters: the executed notebook ran on this run folder, not on a demo
     executed = (run_dir/"notebooks"/"01_data.ipynb").read_text()

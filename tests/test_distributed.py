@@ -33,3 +33,27 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     assert weights == [Path("model/model.safetensors")], weights
     assert not (tmp_path/"checkpoints").exists() and not (tmp_path/".tmp-model").exists()
     assert [record["backend"] for record in ranks] == ["gloo", "gloo"]
+
+
+def test_workers_started_by_hand_then_resume(cli, tmp_path):
+    "The multi-node recipe of the README, on one node: stages before training, torchrun workers, then --resume."
+    import subprocess, sys
+    from conftest import ROOT
+    run_dir = tmp_path/"run"
+    overrides = [part for setting in TINY + ["compress.enabled=false", "evaluate.baseline=false", "evaluate.bootstrap_samples=0"]
+                 for part in ("--set", setting)]
+    first = cli("run", "configs/quick.yaml", *overrides, "--out", str(run_dir), "--until", "tokenizer")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert not (run_dir/"model").exists()
+    workers = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+                              "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:0", "--rdzv_id", "by-hand",
+                              "-m", "bigmodel_nb.cli", "train-worker", str(run_dir), "--record-stage"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert workers.returncode == 0, workers.stderr[-3000:]
+    resumed = cli("run", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "to run: evaluate" in resumed.stderr
+    metrics = json.loads((run_dir/"metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2 and 0 < metrics["test"]["accuracy"] <= 1
+    assert [record["stage"] for record in json.loads((run_dir/"logs"/"stages.json").read_text())] == \
+        ["data", "tokenizer", "train", "evaluate"]
