@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SENTENCE_END', 'strip_pos_tags', 'chunk_text', 'load_peoples_daily', 'read_unlabeled', 'pretraining_texts',
-           'build_masked_lm', 'UnlabeledTexts', 'masked_lm_perplexity', 'PretrainResult', 'pretrain_arguments',
-           'run_pretrain', 'plot_pretraining']
+           'MaskedPositionsBert', 'build_masked_lm', 'UnlabeledTexts', 'masked_lm_perplexity', 'PretrainResult',
+           'pretrain_arguments', 'run_pretrain', 'plot_pretraining']
 
-# %% ../nbs/03b_pretrain.ipynb #f5b7a2b1
+# %% ../nbs/03b_pretrain.ipynb #e6f5daa1
 import math, re, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from transformers import (AutoModelForMaskedLM, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, PrinterCallback,
+from transformers import (AutoConfig, AutoModelForMaskedLM, BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, PrinterCallback,
                           TrainingArguments, set_seed)
+from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import logging as transformers_logging
 
 from .core import UserError, update_metrics, write_json, save_figure, use_cjk_font
@@ -27,7 +28,7 @@ from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
 from .train import (EncodedTexts, LengthGroupedTrainer, ProgressCallback, CheckpointManifest, last_complete_checkpoint,
                                save_model_atomically, PRETRAINED_DIR)
 
-# %% ../nbs/03b_pretrain.ipynb #9b58285b
+# %% ../nbs/03b_pretrain.ipynb #4aad6080
 SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
 
 def strip_pos_tags(line: str) -> str:
@@ -54,7 +55,7 @@ def load_peoples_daily() -> pd.Series:
     paragraphs = (strip_pos_tags(line) for line in path.read_text(encoding="utf-8").splitlines())
     return pd.Series([p for p in paragraphs if p], name="text", dtype=object)
 
-# %% ../nbs/03b_pretrain.ipynb #71958e1b
+# %% ../nbs/03b_pretrain.ipynb #ccf72e15
 def read_unlabeled(source: SourceConfig, data: DataConfig, text_column: str) -> pd.Series:
     "The texts of one `pretrain.sources` entry."
     if source.dataset == "peoples-daily-1998": return load_peoples_daily()
@@ -98,17 +99,34 @@ def pretraining_texts(config: RunConfig, splits: dict[str, pd.DataFrame]) -> tup
     if texts.empty: raise UserError("pretraining has no texts: add pretrain.sources or set pretrain.include_train_texts: true")
     return texts, account
 
-# %% ../nbs/03b_pretrain.ipynb #d2204a79
+# %% ../nbs/03b_pretrain.ipynb #652d713b
+class MaskedPositionsBert(BertForMaskedLM):
+    "`BertForMaskedLM` whose training forward computes vocabulary logits only at the masked (labelled) positions."
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        if labels is None: return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                                  token_type_ids=token_type_ids, **kwargs)
+        hidden = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True).last_hidden_state
+        scored = labels != -100
+        logits = self.cls(hidden[scored])  # (masked positions, vocabulary)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[scored]) if logits.numel() else hidden.sum() * 0.0
+        return MaskedLMOutput(loss=loss, logits=None)
+
+    def save_pretrained(self, *args, **kwargs):
+        self.config.architectures = ["BertForMaskedLM"]  # the same weights: load it with AutoModelForMaskedLM
+        return super().save_pretrained(*args, **kwargs)
+
 def build_masked_lm(config: RunConfig, tokenizer):
-    "A `BertForMaskedLM` sized by `config.model`, or the backbone's masked-LM model."
+    "A masked LM (`MaskedPositionsBert`) sized by `config.model`, or the backbone's masked-LM model."
     model = config.model
     if model.backbone is not None:
-        return AutoModelForMaskedLM.from_pretrained(resolve_backbone(model.backbone))
+        backbone = resolve_backbone(model.backbone)
+        if AutoConfig.from_pretrained(backbone).model_type == "bert": return MaskedPositionsBert.from_pretrained(backbone)
+        return AutoModelForMaskedLM.from_pretrained(backbone)
     bert = BertConfig(vocab_size=len(tokenizer), hidden_size=model.hidden_size, num_hidden_layers=model.num_layers,
                       num_attention_heads=model.num_heads, intermediate_size=model.intermediate_size,
                       hidden_dropout_prob=model.dropout, attention_probs_dropout_prob=model.dropout,
                       max_position_embeddings=max(512, model.max_length), pad_token_id=tokenizer.pad_token_id)
-    return BertForMaskedLM(bert)
+    return MaskedPositionsBert(bert)
 
 class UnlabeledTexts(EncodedTexts):
     "Token ids without labels, for `DataCollatorForLanguageModeling`."
@@ -136,7 +154,7 @@ def masked_lm_perplexity(model, dataset: UnlabeledTexts, collator, batch_size: i
     finally: torch.random.set_rng_state(generator_state)
     return math.exp(total_loss / max(total_tokens, 1))
 
-# %% ../nbs/03b_pretrain.ipynb #9179ccb8
+# %% ../nbs/03b_pretrain.ipynb #c72a25af
 @dataclass
 class PretrainResult:
     "Where the pretrained masked LM is and how pretraining went."
