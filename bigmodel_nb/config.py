@@ -9,7 +9,7 @@ __all__ = ['BUILTIN_DATASETS', 'UNLABELED_DATASETS', 'SOURCE_KINDS', 'Section', 
            'parse_override', 'apply_override', 'format_validation_error', 'load_config', 'config_to_yaml',
            'save_config']
 
-# %% ../nbs/01_config.ipynb #da8fbaab
+# %% ../nbs/01_config.ipynb #b38fbc34
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .core import UserError
 
-# %% ../nbs/01_config.ipynb #688f5fd4
+# %% ../nbs/01_config.ipynb #cb5e2bc8
 class Section(BaseModel):
     "Base of every config section: unknown keys are errors, assignments are validated."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -177,7 +177,8 @@ class CompressConfig(Section):
     max_accuracy_drop: float = Field(0.5, ge=0, le=100)  # in accuracy points: the served variant may lose at most this much
     prune_amounts: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7])  # global unstructured magnitude pruning sweep
     recovery_epochs: float = Field(0, ge=0)  # short fine-tune after pruning; 0 = none
-    distill: bool = False  # also distil into a student with half the layers
+    distill: bool = False  # also build students (feed-forward cut to 1/8 of its neurons, untrained and distilled) and their int8
+                           # variants; about 5 minutes on 2 CPU cores for the default model, so on in configs/full.yaml only
     onnx: bool = True  # ONNX export (fp32 and dynamic int8) run in ONNX Runtime
     threads: int = Field(1, ge=1)  # intra-op threads for every latency measurement (1 holds up best on shared cores)
     latency_repeats: int = Field(20, ge=3)  # timed calls per variant and batch size (interleaved, median reported)
@@ -206,7 +207,7 @@ class RunConfig(Section):
                                  "(masked-LM pretraining) instead")
         return self
 
-# %% ../nbs/01_config.ipynb #acbe14c3
+# %% ../nbs/01_config.ipynb #8ae029bf
 def parse_override(text: str) -> tuple[list[str], Any]:
     "Split `'train.epochs=3'` into a key path and a YAML-typed value."
     key, sep, raw = text.partition("=")
@@ -243,7 +244,7 @@ def apply_override(tree: dict, path: list[str], value: Any) -> dict:
     else: raise UserError(f"override {'.'.join(path)}: {'.'.join(path[:-1])} is not a section")
     return tree
 
-# %% ../nbs/01_config.ipynb #3312ff0d
+# %% ../nbs/01_config.ipynb #3200f623
 def _key_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after")) or "(top level)"
 
