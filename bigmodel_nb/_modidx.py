@@ -536,6 +536,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'bigmodel_nb.train.resample_indices': ('train.html#resample_indices', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train.run_train': ('train.html#run_train', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train.save_model_atomically': ('train.html#save_model_atomically', 'bigmodel_nb/train.py'),
+                                   'bigmodel_nb.train.stage_arguments': ('train.html#stage_arguments', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train.start_point': ('train.html#start_point', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train.train_worker': ('train.html#train_worker', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train.training_arguments': ('train.html#training_arguments', 'bigmodel_nb/train.py'),

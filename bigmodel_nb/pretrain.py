@@ -7,7 +7,7 @@ __all__ = ['SENTENCE_END', 'strip_pos_tags', 'chunk_text', 'load_peoples_daily',
            'MaskedPositionsBert', 'build_masked_lm', 'UnlabeledTexts', 'masked_lm_perplexity', 'PretrainResult',
            'pretrain_arguments', 'run_pretrain', 'plot_pretraining']
 
-# %% ../nbs/03b_pretrain.ipynb #e6f5daa1
+# %% ../nbs/03b_pretrain.ipynb #7dba9fc4
 import math, re, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +26,9 @@ from .data import load_splits, package_file, read_source, normalize_texts
 from . import pii
 from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
 from .train import (EncodedTexts, LengthGroupedTrainer, ProgressCallback, CheckpointManifest, last_complete_checkpoint,
-                               save_model_atomically, PRETRAINED_DIR)
+                               save_model_atomically, stage_arguments, PRETRAINED_DIR)
 
-# %% ../nbs/03b_pretrain.ipynb #4aad6080
+# %% ../nbs/03b_pretrain.ipynb #3599391c
 SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
 
 def strip_pos_tags(line: str) -> str:
@@ -55,7 +55,7 @@ def load_peoples_daily() -> pd.Series:
     paragraphs = (strip_pos_tags(line) for line in path.read_text(encoding="utf-8").splitlines())
     return pd.Series([p for p in paragraphs if p], name="text", dtype=object)
 
-# %% ../nbs/03b_pretrain.ipynb #ccf72e15
+# %% ../nbs/03b_pretrain.ipynb #ad175f0c
 def read_unlabeled(source: SourceConfig, data: DataConfig, text_column: str) -> pd.Series:
     "The texts of one `pretrain.sources` entry."
     if source.dataset == "peoples-daily-1998": return load_peoples_daily()
@@ -99,7 +99,7 @@ def pretraining_texts(config: RunConfig, splits: dict[str, pd.DataFrame]) -> tup
     if texts.empty: raise UserError("pretraining has no texts: add pretrain.sources or set pretrain.include_train_texts: true")
     return texts, account
 
-# %% ../nbs/03b_pretrain.ipynb #652d713b
+# %% ../nbs/03b_pretrain.ipynb #82041d94
 class MaskedPositionsBert(BertForMaskedLM):
     "`BertForMaskedLM` whose training forward computes vocabulary logits only at the masked (labelled) positions."
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
@@ -154,7 +154,7 @@ def masked_lm_perplexity(model, dataset: UnlabeledTexts, collator, batch_size: i
     finally: torch.random.set_rng_state(generator_state)
     return math.exp(total_loss / max(total_tokens, 1))
 
-# %% ../nbs/03b_pretrain.ipynb #c72a25af
+# %% ../nbs/03b_pretrain.ipynb #4918e33b
 @dataclass
 class PretrainResult:
     "Where the pretrained masked LM is and how pretraining went."
@@ -162,18 +162,9 @@ class PretrainResult:
     metrics: dict
 
 def pretrain_arguments(config: RunConfig, output_dir: Path, train_size: int) -> TrainingArguments:
-    pretrain = config.pretrain
-    steps_per_epoch = math.ceil(train_size / pretrain.batch_size)
-    eval_steps = max(1, steps_per_epoch // pretrain.evals_per_epoch)
-    return TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=pretrain.epochs, learning_rate=pretrain.learning_rate,
-        per_device_train_batch_size=pretrain.batch_size, per_device_eval_batch_size=pretrain.batch_size,
-        weight_decay=pretrain.weight_decay, warmup_steps=pretrain.warmup_ratio, lr_scheduler_type="linear",
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
-        save_total_limit=config.train.save_total_limit, logging_strategy="steps", logging_steps=max(1, eval_steps // 4),
-        report_to="none", disable_tqdm=True, seed=config.seed, data_seed=config.seed, dataloader_num_workers=0,
-        prediction_loss_only=True,  # else evaluation keeps every masked-LM logit: texts x tokens x vocabulary floats
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    "TrainingArguments of the pretraining stage (`pretrain.*` schedule)."
+    return stage_arguments(config, config.pretrain, output_dir, train_size, per_device_eval_batch_size=config.pretrain.batch_size,
+                           prediction_loss_only=True)  # else evaluation keeps every masked-LM logit: texts x tokens x vocabulary
 
 def run_pretrain(config: RunConfig, run_dir: str|Path) -> PretrainResult:
     "The pretraining stage: masked-LM training on train + unlabeled texts; saves `run_dir/pretrained`."

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['PRETRAINED_DIR', 'MANIFEST', 'MODEL_DIR', 'CHECKPOINT_DIR', 'EncodedTexts', 'encode_texts', 'build_model',
            'classification_scores', 'ProgressCallback', 'ShuffledLengthBatches', 'LengthGroupedTrainer',
-           'class_weights', 'WeightedLoss', 'resample_indices', 'training_arguments', 'ddp_backend', 'write_manifest',
-           'checkpoint_is_complete', 'last_complete_checkpoint', 'CheckpointManifest', 'save_model_atomically',
-           'plot_learning_curve', 'TrainResult', 'RankRecord', 'start_point', 'run_train', 'launch_distributed',
-           'train_worker']
+           'class_weights', 'WeightedLoss', 'resample_indices', 'stage_arguments', 'training_arguments', 'ddp_backend',
+           'write_manifest', 'checkpoint_is_complete', 'last_complete_checkpoint', 'CheckpointManifest',
+           'save_model_atomically', 'plot_learning_curve', 'TrainResult', 'RankRecord', 'start_point', 'run_train',
+           'launch_distributed', 'train_worker']
 
-# %% ../nbs/04_train.ipynb #dd9b96e1
+# %% ../nbs/04_train.ipynb #b1d436ac
 import hashlib, json, math, os, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from .config import RunConfig, ModelConfig, load_config
 from .data import load_splits, load_card
 from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
 
-# %% ../nbs/04_train.ipynb #fe9a01d1
+# %% ../nbs/04_train.ipynb #6562198a
 class EncodedTexts(torch.utils.data.Dataset):
     "Token ids and labels of one split; items are unpadded dicts for `DataCollatorWithPadding`."
     def __init__(self, input_ids: list[list[int]], labels):
@@ -42,7 +42,7 @@ def encode_texts(tokenizer, texts, labels, max_length: int) -> EncodedTexts:
     "Tokenize `texts` (truncated at `max_length`, unpadded) into an `EncodedTexts` dataset."
     return EncodedTexts(tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], labels)
 
-# %% ../nbs/04_train.ipynb #bc80c828
+# %% ../nbs/04_train.ipynb #1c274580
 PRETRAINED_DIR = "pretrained"
 
 def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_from: str|Path|None = None):
@@ -60,7 +60,7 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_fro
                         max_position_embeddings=max(512, model.max_length), pad_token_id=tokenizer.pad_token_id, **labels)
     return BertForSequenceClassification(config)
 
-# %% ../nbs/04_train.ipynb #73598b72
+# %% ../nbs/04_train.ipynb #c8bf99d6
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     "Accuracy and macro-F1 of arg-max predictions."
     predictions = np.asarray(logits).argmax(-1)
@@ -100,7 +100,7 @@ class ProgressCallback(TrainerCallback):
         print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}) {shown} "
               f"[{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
 
-# %% ../nbs/04_train.ipynb #ae288e04
+# %% ../nbs/04_train.ipynb #659304d8
 class ShuffledLengthBatches(torch.utils.data.Sampler):
     "Indices such that each consecutive run of `batch_size` has similar lengths, with the batches in random order."
     def __init__(self, lengths, batch_size: int, seed: int = 0):
@@ -125,7 +125,7 @@ class LengthGroupedTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return ShuffledLengthBatches([len(ids) for ids in dataset.input_ids], self.args.train_batch_size, self.args.seed)
 
-# %% ../nbs/04_train.ipynb #d98a64e1
+# %% ../nbs/04_train.ipynb #d0d07113
 def class_weights(labels, num_labels: int) -> torch.Tensor:
     "Per-label loss weights n / (k * count), so every label carries the same total weight."
     counts = np.bincount(np.asarray(labels), minlength=num_labels)
@@ -146,22 +146,26 @@ def resample_indices(labels, strategy: str, seed: int) -> np.ndarray:
     chosen = [rng.choice(rows, target, replace=strategy == "oversample" and len(rows) < target) for rows in groups]
     return rng.permutation(np.concatenate(chosen))
 
-# %% ../nbs/04_train.ipynb #0c90f5f7
+# %% ../nbs/04_train.ipynb #c2ff8332
+def stage_arguments(config: RunConfig, section, output_dir: str|Path, train_size: int, **extra) -> TrainingArguments:
+    "TrainingArguments shared by the training and pretraining stages; `section` (`config.train` or `config.pretrain`) gives the schedule."
+    steps_per_epoch = math.ceil(train_size / section.batch_size)
+    eval_steps = max(1, steps_per_epoch // section.evals_per_epoch)
+    return TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=section.epochs, learning_rate=section.learning_rate,
+        per_device_train_batch_size=section.batch_size, weight_decay=section.weight_decay,
+        warmup_steps=section.warmup_ratio, lr_scheduler_type="linear",
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        save_total_limit=config.train.save_total_limit,
+        logging_strategy="steps", logging_steps=max(1, eval_steps // 4), report_to="none", disable_tqdm=True,
+        seed=config.seed, data_seed=config.seed, dataloader_num_workers=0,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), **extra)
+
 def training_arguments(config: RunConfig, output_dir: str|Path, train_size: int) -> TrainingArguments:
     "TrainingArguments for the run config (`train_size` sets the evaluation interval)."
-    train = config.train
-    steps_per_epoch = math.ceil(train_size / train.batch_size)
-    eval_steps = max(1, steps_per_epoch // train.evals_per_epoch)
-    return TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=train.epochs, learning_rate=train.learning_rate,
-        per_device_train_batch_size=train.batch_size, per_device_eval_batch_size=train.eval_batch_size,
-        weight_decay=train.weight_decay, warmup_steps=train.warmup_ratio, lr_scheduler_type="linear",
-        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
-        save_total_limit=train.save_total_limit,
-        load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
-        logging_strategy="steps", logging_steps=max(1, eval_steps // 4), report_to="none", disable_tqdm=True,
-        seed=config.seed, data_seed=config.seed, dataloader_num_workers=0, ddp_backend=ddp_backend(config),
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return stage_arguments(config, config.train, output_dir, train_size, per_device_eval_batch_size=config.train.eval_batch_size,
+                           load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
+                           ddp_backend=ddp_backend(config))
 
 def ddp_backend(config: RunConfig) -> str|None:
     "The torch.distributed backend when running under torchrun: NCCL with CUDA, gloo on CPU (or as configured)."
@@ -169,7 +173,7 @@ def ddp_backend(config: RunConfig) -> str|None:
     chosen = config.train.distributed.backend
     return chosen if chosen != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
 
-# %% ../nbs/04_train.ipynb #cfd74703
+# %% ../nbs/04_train.ipynb #49c61c33
 MANIFEST = "manifest.json"
 
 def _sha256(path: Path) -> str:
@@ -232,7 +236,7 @@ def save_model_atomically(trainer, target: str|Path) -> Path:
         os.replace(temporary, target)
     return target
 
-# %% ../nbs/04_train.ipynb #4cc6419c
+# %% ../nbs/04_train.ipynb #7658efdf
 def plot_learning_curve(history: list[dict]):
     "Training loss and valid loss / macro-F1 against the step."
     import matplotlib.pyplot as plt
@@ -250,7 +254,7 @@ def plot_learning_curve(history: list[dict]):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/04_train.ipynb #860510fe
+# %% ../nbs/04_train.ipynb #39ac2244
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -331,7 +335,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(model_path=str(model_path), metrics=metrics)
 
-# %% ../nbs/04_train.ipynb #50bf134e
+# %% ../nbs/04_train.ipynb #167d5008
 def launch_distributed(config: RunConfig, run_dir: Path, processes: int) -> TrainResult:
     "Run the training stage in `processes` torchrun workers on this machine; returns rank 0's result."
     log = run_dir/"logs"/"torchrun.log"
