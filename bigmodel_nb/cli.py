@@ -6,7 +6,7 @@
 __all__ = ['app', 'ConfigArgument', 'SetOption', 'run', 'stages_until', 'serve', 'train_worker_command', 'check_data',
            'card_summary', 'show_config', 'main', 'console_script']
 
-# %% ../nbs/08_cli.ipynb #1137cfce
+# %% ../nbs/08_cli.ipynb #72b73cc8
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +16,7 @@ import typer
 from .core import UserError
 from .config import load_config, config_to_yaml
 
-# %% ../nbs/08_cli.ipynb #96341ab7
+# %% ../nbs/08_cli.ipynb #ef409fe4
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="bigmodel_nb: from a labelled text dataset to an evaluated transformer classifier, one notebook per stage.")
 
@@ -72,12 +72,15 @@ def check_data(config: Annotated[Optional[Path], typer.Argument(help="YAML run c
                set_: SetOption = None,
                out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for the splits, drop log and data card (default: a temporary folder)")] = None):
     "Run the data stage alone and print the data card's summary."
-    import tempfile
+    import shutil, tempfile
     from bigmodel_nb.data import run_data
     from bigmodel_nb.pipeline import resolve_source_paths
     run_config = resolve_source_paths(load_config(config, set_ or []))
     run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="bigmodel-nb-check-data-"))
-    card = run_data(run_config, run_dir).card
+    try: card = run_data(run_config, run_dir).card
+    except BaseException:
+        if out is None: shutil.rmtree(run_dir, ignore_errors=True)  # a failed check leaves no temporary folder behind
+        raise
     typer.echo(card_summary(card))
     typer.echo(f"data card: {run_dir/'data'/'card.json'}  dropped rows: {run_dir/'data'/'dropped.parquet'}")
 
@@ -101,7 +104,7 @@ def show_config(config: Annotated[Optional[Path], typer.Argument(help="YAML run 
     "Print the resolved config: defaults, CONFIG and overrides merged and validated."
     typer.echo(config_to_yaml(load_config(config, set_ or [])), nl=False)
 
-# %% ../nbs/08_cli.ipynb #b3a9ad8d
+# %% ../nbs/08_cli.ipynb #c10f1817
 def main(argv: list[str]|None = None) -> int:
     "Console entry point of `bigmodel-nb`."
     try:
