@@ -4,6 +4,7 @@ trained the way Hugging Face's text-classification example does by default, in o
     .venv/bin/python bench/train_throughput.py --run RUN_DIR          # a run folder with data/ and tokenizer/ (or model/)
     .venv/bin/python bench/train_throughput.py --train-limit 1000     # quick check: prepares data and tokenizer first
     .venv/bin/python bench/train_throughput.py --run RUN_DIR --rounds 2 --json out.json
+    .venv/bin/python bench/train_throughput.py --run RUN_DIR --seeds 42 1 2 3 --arms hf_default ours   # accuracy over seeds
 
 What "the Hugging Face example's defaults" means here (examples/pytorch/text-classification/run_glue.py, and
 run_classification.py alike): `max_seq_length=128` and `pad_to_max_length=True`, so every text is tokenized with
@@ -31,6 +32,12 @@ Order: every arm first trains a throwaway model for `--warmup-steps` steps (unti
 allocations and kernel choices. Round 1 then runs the arms in the order given (hf_default first), round 2 in reverse,
 round 3 in the given order again, and so on (ABBA): with `--rounds 2` or more, a machine that gets busier or quieter over
 time favours no arm systematically. Figures per arm are totals over its rounds; per-round ratios show the noise.
+
+Seeds: one seed gives one test accuracy per arm, and on ~1,700 test texts one standard error is about 0.9 points, so a
+single seed cannot say whether two arms are equally accurate. `--seeds S1 S2 ...` runs one round per seed (round r uses
+the r-th seed, ABBA order as above); every arm of a round starts from the same seeded model, so the arms are compared
+seed by seed: the summary prints each arm's mean accuracy with the spread over seeds, and the mean paired difference from
+`hf_default` with its standard error.
 """
 import argparse, dataclasses, json, os, shutil, sys, tempfile, time, warnings
 from pathlib import Path
@@ -179,7 +186,15 @@ def summarize(name: str, runs: list[dict]) -> dict:
             "positions_per_second": total("positions") / seconds,
             "padding_share": 1 - total("real_tokens") / total("positions"),
             "accuracy": float(np.mean([run["accuracy"] for run in runs])),
+            "accuracy_sd": float(np.std([run["accuracy"] for run in runs], ddof=1)) if len(runs) > 1 else 0.0,
             "macro_f1": float(np.mean([run["macro_f1"] for run in runs]))}
+
+
+def paired_differences(arm_runs: list[dict], baseline_runs: list[dict]) -> dict:
+    "Test-accuracy differences from the baseline round by round (same seed, same starting model): mean and standard error."
+    per_seed = [run["accuracy"] - base["accuracy"] for run, base in zip(arm_runs, baseline_runs)]
+    error = float(np.std(per_seed, ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else float("nan")
+    return {"seeds": len(per_seed), "per_seed": per_seed, "mean": float(np.mean(per_seed)), "standard_error": error}
 
 
 def markdown_table(rows: list[dict], columns: dict) -> str:
@@ -210,14 +225,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--config", type=Path, default=ROOT/"configs"/"default.yaml", help="model and training settings")
     parser.add_argument("--epochs", type=float, default=1.0, help="training epochs of every arm")
     parser.add_argument("--seed", type=int, help="seed of every arm (default: the config's); accuracy differs by seed")
+    parser.add_argument("--seeds", type=int, nargs="+", help="one round per seed (paired comparison of accuracy over seeds)")
     parser.add_argument("--train-limit", type=int, help="train on a stratified subset of about N texts (quick checks)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms, in round 1's order")
-    parser.add_argument("--rounds", type=int, default=1, help="train every arm this many times, order reversed each round")
+    parser.add_argument("--rounds", type=int, help="train every arm this many times, order reversed each round "
+                                                  "(default: 1, or one per --seeds entry)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps per arm on a throwaway model first")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if "hf_default" not in args.arms: parser.error("--arms must include hf_default, the baseline of every ratio")
+    if args.seed is not None and args.seeds: parser.error("give --seed or --seeds, not both")
+    if args.rounds is None: args.rounds = len(args.seeds) if args.seeds else 1
+    if args.seeds and args.rounds % len(args.seeds): parser.error("--rounds must be a multiple of the number of --seeds")
 
     transformers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")  # CPU only
@@ -244,14 +264,16 @@ def main(argv=None) -> dict:
             print(f"warm-up: {name}, {args.warmup_steps} untimed steps", flush=True)
             train_arm(setups[name], config, tokenizer, label_names, work/f"warmup-{name}", max_steps=args.warmup_steps)
 
-    runs = {name: [] for name in args.arms}
+    runs, seeds = {name: [] for name in args.arms}, args.seeds or [config.seed]
     for number, order in enumerate(round_orders(args.arms, args.rounds), start=1):
-        print(f"round {number}: {', '.join(order)}", flush=True)
+        seed = seeds[(number - 1) % len(seeds)]
+        round_config = config.model_copy(update={"seed": seed})
+        print(f"round {number} (seed {seed}): {', '.join(order)}", flush=True)
         for name in order:
             setup, load = setups[name], os.getloadavg()[0]
-            model, seconds, counter, steps = train_arm(setup, config, tokenizer, label_names, work/name)
+            model, seconds, counter, steps = train_arm(setup, round_config, tokenizer, label_names, work/name)
             scores = test_scores(model, tokenizer, test, setup.max_length, config.train.eval_batch_size)
-            runs[name].append({"round": number, "seconds": seconds, "samples": counter.samples, "steps": steps,
+            runs[name].append({"round": number, "seed": seed, "seconds": seconds, "samples": counter.samples, "steps": steps,
                                "positions": counter.positions, "real_tokens": counter.real_tokens, "load_at_start": load,
                                **scores})
             print(f"  {name}: {seconds:.1f} s, {counter.samples / seconds:.1f} samples/s, test accuracy "
@@ -266,13 +288,20 @@ def main(argv=None) -> dict:
                         for i, run in enumerate(runs[name])] for name in args.arms if name != "hf_default"}
     load_at_end = os.getloadavg()
     print(f"\n{markdown_table(summary, SUMMARY_COLUMNS)}\n")
+    paired = {name: paired_differences(runs[name], runs["hf_default"]) for name in args.arms if name != "hf_default"}
     for name, ratios in per_round.items():
-        row = next(row for row in summary if row["arm"] == name)
+        row, difference = next(row for row in summary if row["arm"] == name), paired[name]
         met = row["ratio"] >= GOAL_RATIO and row["accuracy"] >= baseline["accuracy"]
         print(f"{name} / hf_default: {row['ratio']:.2f}× samples/s (per round: {', '.join(f'{r:.2f}' for r in ratios)}); "
               f"test accuracy {100 * (row['accuracy'] - baseline['accuracy']):+.2f} points, macro-F1 "
               f"{100 * (row['macro_f1'] - baseline['macro_f1']):+.2f} points; goal ≥ {GOAL_RATIO}× at equal or better "
               f"accuracy: {'met' if met else 'not met'}")
+        if difference["seeds"] > 1:
+            print(f"  paired by seed over {difference['seeds']} seeds: accuracy {100 * difference['mean']:+.2f} ± "
+                  f"{100 * difference['standard_error']:.2f} points (mean ± standard error; per seed: "
+                  f"{', '.join(f'{100 * d:+.2f}' for d in difference['per_seed'])}); hf_default "
+                  f"{baseline['accuracy']:.4f} ± {baseline['accuracy_sd']:.4f}, {name} {row['accuracy']:.4f} ± "
+                  f"{row['accuracy_sd']:.4f} (mean ± standard deviation over rounds)")
     print(f"load average at the end {load_at_end[0]:.2f} {load_at_end[1]:.2f} {load_at_end[2]:.2f}")
 
     import transformers, tokenizers
@@ -284,7 +313,8 @@ def main(argv=None) -> dict:
                "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
                "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start, "load_average_at_end": load_at_end,
                "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
-               "python": sys.version.split()[0], "summary": summary, "runs": runs, "per_round_ratio": per_round}
+               "python": sys.version.split()[0], "summary": summary, "runs": runs, "per_round_ratio": per_round, "seeds": seeds,
+               "paired_accuracy_difference": paired}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))
