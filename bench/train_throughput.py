@@ -253,7 +253,7 @@ def main(argv=None) -> dict:
     setups = {name: arm_setup(name, tokenizer, train, config.model.max_length) for name in args.arms}
     print(f"run {run} (tokenizer {tokenizer_folder}, {len(tokenizer)} tokens); {len(train)} training texts, "
           f"{len(test)} test texts; {args.epochs:g} epoch(s), batch {config.train.batch_size}, learning rate "
-          f"{config.train.learning_rate:g}, seed {config.seed}; model {config.model.num_layers} layers × "
+          f"{config.train.learning_rate:g}, seed(s) {', '.join(map(str, args.seeds or [config.seed]))}; model {config.model.num_layers} layers × "
           f"{config.model.hidden_size}; torch threads {torch.get_num_threads()} (inter-op {torch.get_num_interop_threads()}); "
           f"load average {load_at_start[0]:.2f} {load_at_start[1]:.2f} {load_at_start[2]:.2f} on {os.cpu_count()} CPUs",
           flush=True)
