@@ -20,6 +20,8 @@ same TrainingArguments from `training_arguments`: learning rate, batch size, war
 - `ours`: `LengthGroupedTrainer` (`ShuffledLengthBatches`) with `DataCollatorWithPadding`, texts cut at 128 too, so the
   difference from `hf_default` is padding and grouping alone.
 - `ours_256`: the same at the config's own `model.max_length` (256 by default): fewer texts truncated, more real tokens.
+- `ours_sorted` (optional): `ours` in pure length order, `train.label_mix` 0 whatever the config says (the sampler before
+  `label_mix` existed), to see what the label mix changes.
 
 Timing: wall-clock seconds of `trainer.train()` only (tokenization is done before, as the example does it in
 `datasets.map`); no evaluation or checkpointing during training (`eval_strategy="no"`, `save_strategy="no"`) in any arm.
@@ -57,7 +59,7 @@ from bigmodel_nb.train import (MODEL_DIR, LengthGroupedTrainer, build_model, cla
                                training_arguments)
 
 HF_MAX_LENGTH = 128  # run_glue.py / run_classification.py: max_seq_length default, with pad_to_max_length=True
-ARMS = ("hf_default", "ours", "ours_256")
+ARMS = ("hf_default", "ours", "ours_256", "ours_sorted")
 GOAL_RATIO = 2.0
 
 
@@ -102,16 +104,18 @@ class ArmSetup:
     dataset: torch.utils.data.Dataset
     collate: object
     trainer_class: type
+    label_mix: float = 0.0
 
 
-def arm_setup(name: str, tokenizer, train, config_max_length: int) -> ArmSetup:
+def arm_setup(name: str, tokenizer, train, config) -> ArmSetup:
     "Tokenize the train split the way arm `name` trains on it."
     if name == "hf_default":
         return ArmSetup(name, HF_MAX_LENGTH, PaddedTexts(tokenizer, train["text"], train["label"], HF_MAX_LENGTH),
                         default_data_collator, Trainer)
-    max_length = HF_MAX_LENGTH if name == "ours" else config_max_length
+    max_length = config.model.max_length if name == "ours_256" else HF_MAX_LENGTH
     return ArmSetup(name, max_length, encode_texts(tokenizer, train["text"], train["label"], max_length),
-                    DataCollatorWithPadding(tokenizer), LengthGroupedTrainer)
+                    DataCollatorWithPadding(tokenizer), LengthGroupedTrainer,
+                    label_mix=0.0 if name == "ours_sorted" else config.train.label_mix)
 
 
 def prepare_run(run: Path|None, config) -> Path:
@@ -147,7 +151,8 @@ def train_arm(setup: ArmSetup, config, tokenizer, label_names: list[str], output
     set_seed(config.seed)
     model = build_model(config.model, tokenizer, label_names)
     counter = CountingCollator(setup.collate)
-    trainer = setup.trainer_class(model=model, args=bench_arguments(config, output_dir, len(setup.dataset), max_steps),
+    grouped = {"label_mix": setup.label_mix} if setup.trainer_class is LengthGroupedTrainer else {}
+    trainer = setup.trainer_class(**grouped, model=model, args=bench_arguments(config, output_dir, len(setup.dataset), max_steps),
                                   train_dataset=setup.dataset, data_collator=counter, processing_class=tokenizer,
                                   callbacks=[ClockCallback(setup.name)] if max_steps < 0 else [])
     trainer.remove_callback(PrinterCallback)
@@ -232,6 +237,8 @@ def main(argv=None) -> dict:
                                                   "(default: 1, or one per --seeds entry)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps per arm on a throwaway model first")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="override a config key, as in `bigmodel-nb run --set` (repeatable), e.g. train.label_mix=0")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if "hf_default" not in args.arms: parser.error("--arms must include hf_default, the baseline of every ratio")
@@ -242,7 +249,7 @@ def main(argv=None) -> dict:
     transformers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator")  # CPU only
     if args.threads: torch.set_num_threads(args.threads)
-    overrides = [f"train.epochs={args.epochs}"] + ([f"seed={args.seed}"] if args.seed is not None else [])
+    overrides = args.overrides + [f"train.epochs={args.epochs}"] + ([f"seed={args.seed}"] if args.seed is not None else [])
     config = load_config(args.config, overrides)
     load_at_start = os.getloadavg()
     run = prepare_run(args.run.resolve() if args.run else None, config)
@@ -250,10 +257,10 @@ def main(argv=None) -> dict:
     splits, label_names = load_splits(run), load_card(run)["label_names"]
     train, test = splits["train"], splits["test"]
     if args.train_limit: train = stratified_sample(train, args.train_limit, config.seed)[0]
-    setups = {name: arm_setup(name, tokenizer, train, config.model.max_length) for name in args.arms}
+    setups = {name: arm_setup(name, tokenizer, train, config) for name in args.arms}
     print(f"run {run} (tokenizer {tokenizer_folder}, {len(tokenizer)} tokens); {len(train)} training texts, "
           f"{len(test)} test texts; {args.epochs:g} epoch(s), batch {config.train.batch_size}, learning rate "
-          f"{config.train.learning_rate:g}, seed(s) {', '.join(map(str, args.seeds or [config.seed]))}; model {config.model.num_layers} layers × "
+          f"{config.train.learning_rate:g}, seed(s) {', '.join(map(str, args.seeds or [config.seed]))}, label mix {config.train.label_mix:g}; model {config.model.num_layers} layers × "
           f"{config.model.hidden_size}; torch threads {torch.get_num_threads()} (inter-op {torch.get_num_interop_threads()}); "
           f"load average {load_at_start[0]:.2f} {load_at_start[1]:.2f} {load_at_start[2]:.2f} on {os.cpu_count()} CPUs",
           flush=True)
@@ -313,7 +320,8 @@ def main(argv=None) -> dict:
                "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
                "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start, "load_average_at_end": load_at_end,
                "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
-               "python": sys.version.split()[0], "summary": summary, "runs": runs, "per_round_ratio": per_round, "seeds": seeds,
+               "python": sys.version.split()[0], "overrides": args.overrides,
+               "label_mix": {name: setups[name].label_mix for name in args.arms}, "summary": summary, "runs": runs, "per_round_ratio": per_round, "seeds": seeds,
                "paired_accuracy_difference": paired}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ __all__ = ['BUILTIN_DATASETS', 'UNLABELED_DATASETS', 'SOURCE_KINDS', 'Section', 
            'parse_override', 'apply_override', 'format_validation_error', 'load_config', 'config_to_yaml',
            'save_config']
 
-# %% ../nbs/01_config.ipynb #b38fbc34
+# %% ../nbs/01_config.ipynb #ac08717c
 import copy
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .core import UserError
 
-# %% ../nbs/01_config.ipynb #cb5e2bc8
+# %% ../nbs/01_config.ipynb #5e48b474
 class Section(BaseModel):
     "Base of every config section: unknown keys are errors, assignments are validated."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -155,6 +155,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     group_by_length: bool = True  # batches of similar length: padding, and so compute, shrinks
+    label_mix: float = Field(0.0, ge=0, le=1)  # with group_by_length: 0 = pure length order; 1 = every batch carries the split's label mix
     evals_per_epoch: int = Field(2, ge=1)  # evaluations on valid (and checkpoints) per epoch
     early_stopping_patience: int = Field(3, ge=0)  # evaluations without valid macro-F1 improvement before stopping; 0 = never
     eval_batch_size: int = Field(64, ge=1)
@@ -207,7 +208,7 @@ class RunConfig(Section):
                                  "(masked-LM pretraining) instead")
         return self
 
-# %% ../nbs/01_config.ipynb #8ae029bf
+# %% ../nbs/01_config.ipynb #b6f32fb3
 def parse_override(text: str) -> tuple[list[str], Any]:
     "Split `'train.epochs=3'` into a key path and a YAML-typed value."
     key, sep, raw = text.partition("=")
@@ -244,7 +245,7 @@ def apply_override(tree: dict, path: list[str], value: Any) -> dict:
     else: raise UserError(f"override {'.'.join(path)}: {'.'.join(path[:-1])} is not a section")
     return tree
 
-# %% ../nbs/01_config.ipynb #3200f623
+# %% ../nbs/01_config.ipynb #5dcc944a
 def _key_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after")) or "(top level)"
 

@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['PRETRAINED_DIR', 'MANIFEST', 'MODEL_DIR', 'CHECKPOINT_DIR', 'EncodedTexts', 'encode_texts', 'build_model',
-           'classification_scores', 'ProgressCallback', 'ShuffledLengthBatches', 'LengthGroupedTrainer',
-           'class_weights', 'WeightedLoss', 'resample_indices', 'stage_arguments', 'training_arguments', 'ddp_backend',
-           'write_manifest', 'checkpoint_is_complete', 'last_complete_checkpoint', 'CheckpointManifest',
-           'save_model_atomically', 'plot_learning_curve', 'TrainResult', 'RankRecord', 'start_point', 'run_train',
-           'launch_distributed', 'train_worker']
+           'classification_scores', 'ProgressCallback', 'length_label_order', 'ShuffledLengthBatches',
+           'LengthGroupedTrainer', 'class_weights', 'WeightedLoss', 'resample_indices', 'stage_arguments',
+           'training_arguments', 'ddp_backend', 'write_manifest', 'checkpoint_is_complete', 'last_complete_checkpoint',
+           'CheckpointManifest', 'save_model_atomically', 'plot_learning_curve', 'TrainResult', 'RankRecord',
+           'start_point', 'run_train', 'launch_distributed', 'train_worker']
 
-# %% ../nbs/04_train.ipynb #b1d436ac
+# %% ../nbs/04_train.ipynb #20f8bddd
 import hashlib, json, math, os, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from .config import RunConfig, ModelConfig, load_config
 from .data import load_splits, load_card
 from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
 
-# %% ../nbs/04_train.ipynb #6562198a
+# %% ../nbs/04_train.ipynb #1077735b
 class EncodedTexts(torch.utils.data.Dataset):
     "Token ids and labels of one split; items are unpadded dicts for `DataCollatorWithPadding`."
     def __init__(self, input_ids: list[list[int]], labels):
@@ -42,7 +42,7 @@ def encode_texts(tokenizer, texts, labels, max_length: int) -> EncodedTexts:
     "Tokenize `texts` (truncated at `max_length`, unpadded) into an `EncodedTexts` dataset."
     return EncodedTexts(tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], labels)
 
-# %% ../nbs/04_train.ipynb #1c274580
+# %% ../nbs/04_train.ipynb #b7d87bd4
 PRETRAINED_DIR = "pretrained"
 
 def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_from: str|Path|None = None):
@@ -60,7 +60,7 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_fro
                         max_position_embeddings=max(512, model.max_length), pad_token_id=tokenizer.pad_token_id, **labels)
     return BertForSequenceClassification(config)
 
-# %% ../nbs/04_train.ipynb #c8bf99d6
+# %% ../nbs/04_train.ipynb #d3d2d8a3
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     "Accuracy and macro-F1 of arg-max predictions."
     predictions = np.asarray(logits).argmax(-1)
@@ -100,11 +100,26 @@ class ProgressCallback(TrainerCallback):
         print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}) {shown} "
               f"[{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
 
-# %% ../nbs/04_train.ipynb #659304d8
+# %% ../nbs/04_train.ipynb #51bed864
+def length_label_order(lengths, labels, label_mix: float, rng) -> np.ndarray:
+    "Indices sorted by length (ties at random), or with `label_mix` > 0 by a blend of length rank overall and within label."
+    lengths = np.asarray(lengths)
+    order = rng.permutation(len(lengths))
+    order = order[np.argsort(lengths[order], kind="stable")]
+    if labels is None or label_mix <= 0: return order
+    labels, n = np.asarray(labels), len(lengths)
+    overall, within = np.empty(n), np.empty(n)
+    overall[order] = (np.arange(n) + 0.5) / n
+    for label in np.unique(labels):
+        members = order[labels[order] == label]  # this label's texts, shortest first
+        within[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return np.argsort((1 - label_mix) * overall + label_mix * within, kind="stable")
+
 class ShuffledLengthBatches(torch.utils.data.Sampler):
     "Indices such that each consecutive run of `batch_size` has similar lengths, with the batches in random order."
-    def __init__(self, lengths, batch_size: int, seed: int = 0):
+    def __init__(self, lengths, batch_size: int, seed: int = 0, labels=None, label_mix: float = 0.0):
         self.lengths, self.batch_size, self.seed, self.epoch = np.asarray(lengths), batch_size, seed, 0
+        self.labels, self.label_mix = (None if labels is None else np.asarray(labels)), label_mix
 
     def __len__(self): return len(self.lengths)
 
@@ -113,19 +128,23 @@ class ShuffledLengthBatches(torch.utils.data.Sampler):
     def __iter__(self):
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1
-        order = rng.permutation(len(self.lengths))
-        order = order[np.argsort(self.lengths[order], kind="stable")]
+        order = length_label_order(self.lengths, self.labels, self.label_mix, rng)
         batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         full = [batches[i] for i in rng.permutation(len(batches) - 1)] if len(batches) > 1 else []
         return iter(np.concatenate(full + [batches[-1]]).tolist())  # a short last batch stays last: boundaries stay aligned
 
 class LengthGroupedTrainer(Trainer):
-    "A Trainer whose training batches come from `ShuffledLengthBatches`."
+    "A Trainer whose training batches come from `ShuffledLengthBatches` (`label_mix` as in `train.label_mix`)."
+    def __init__(self, *args, label_mix: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_mix = label_mix
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return ShuffledLengthBatches([len(ids) for ids in dataset.input_ids], self.args.train_batch_size, self.args.seed)
+        return ShuffledLengthBatches([len(ids) for ids in dataset.input_ids], self.args.train_batch_size, self.args.seed,
+                                     labels=getattr(dataset, "labels", None), label_mix=self.label_mix)
 
-# %% ../nbs/04_train.ipynb #d0d07113
+# %% ../nbs/04_train.ipynb #12b87606
 def class_weights(labels, num_labels: int) -> torch.Tensor:
     "Per-label loss weights n / (k * count), so every label carries the same total weight."
     counts = np.bincount(np.asarray(labels), minlength=num_labels)
@@ -146,7 +165,7 @@ def resample_indices(labels, strategy: str, seed: int) -> np.ndarray:
     chosen = [rng.choice(rows, target, replace=strategy == "oversample" and len(rows) < target) for rows in groups]
     return rng.permutation(np.concatenate(chosen))
 
-# %% ../nbs/04_train.ipynb #c2ff8332
+# %% ../nbs/04_train.ipynb #a5c2e8b7
 def stage_arguments(config: RunConfig, section, output_dir: str|Path, train_size: int, **extra) -> TrainingArguments:
     "TrainingArguments shared by the training and pretraining stages; `section` (`config.train` or `config.pretrain`) gives the schedule."
     steps_per_epoch = math.ceil(train_size / section.batch_size)
@@ -173,7 +192,7 @@ def ddp_backend(config: RunConfig) -> str|None:
     chosen = config.train.distributed.backend
     return chosen if chosen != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
 
-# %% ../nbs/04_train.ipynb #49c61c33
+# %% ../nbs/04_train.ipynb #eb69a9bf
 MANIFEST = "manifest.json"
 
 def _sha256(path: Path) -> str:
@@ -236,7 +255,7 @@ def save_model_atomically(trainer, target: str|Path) -> Path:
         os.replace(temporary, target)
     return target
 
-# %% ../nbs/04_train.ipynb #7658efdf
+# %% ../nbs/04_train.ipynb #69febe82
 def plot_learning_curve(history: list[dict]):
     "Training loss and valid loss / macro-F1 against the step."
     import matplotlib.pyplot as plt
@@ -254,7 +273,7 @@ def plot_learning_curve(history: list[dict]):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/04_train.ipynb #39ac2244
+# %% ../nbs/04_train.ipynb #06e49d15
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -303,10 +322,11 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
     callbacks = [ProgressCallback(run_dir), CheckpointManifest(), RankRecord(run_dir)]
     if config.train.early_stopping_patience: callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
     checkpoints = run_dir/CHECKPOINT_DIR
-    trainer_class = LengthGroupedTrainer if config.train.group_by_length else Trainer
-    trainer = trainer_class(model=model, args=training_arguments(config, checkpoints, len(train_set)), train_dataset=train_set,
-                      eval_dataset=valid_set, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                      compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=loss)
+    grouped = {"label_mix": config.train.label_mix} if config.train.group_by_length else {}
+    trainer = (LengthGroupedTrainer if grouped else Trainer)(
+        model=model, args=training_arguments(config, checkpoints, len(train_set)), train_dataset=train_set,
+        eval_dataset=valid_set, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=loss, **grouped)
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the same logs, with an ETA
     resume = last_complete_checkpoint(checkpoints, clean=trainer.is_world_process_zero())
     if resume and trainer.is_world_process_zero(): print(f"resuming training from {resume}", flush=True)
@@ -320,7 +340,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         "samples_per_second": float(output.metrics["train_samples_per_second"]),
         "tokens_per_second": float(train_set.token_count() * trainer.state.epoch / output.metrics["train_runtime"]),
         "best_valid_macro_f1": float(trainer.state.best_metric), "best_step": int(trainer.state.best_global_step or 0),
-        "group_by_length": config.train.group_by_length, "imbalance": imbalance, "train_examples": len(train_set),
+        "group_by_length": config.train.group_by_length, "label_mix": config.train.label_mix, "imbalance": imbalance, "train_examples": len(train_set),
         "device": str(trainer.args.device), "threads": torch.get_num_threads(), "world_size": int(world_size),
         "started_from": "pretrained" if start_from else (config.model.backbone or "scratch"), "resumed_from": resume,
     }
@@ -335,7 +355,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(model_path=str(model_path), metrics=metrics)
 
-# %% ../nbs/04_train.ipynb #167d5008
+# %% ../nbs/04_train.ipynb #3936b4e4
 def launch_distributed(config: RunConfig, run_dir: Path, processes: int) -> TrainResult:
     "Run the training stage in `processes` torchrun workers on this machine; returns rank 0's result."
     log = run_dir/"logs"/"torchrun.log"
