@@ -10,7 +10,7 @@ __all__ = ['PRETRAINED_DIR', 'MANIFEST', 'MODEL_DIR', 'CHECKPOINT_DIR', 'Encoded
            'CheckpointManifest', 'save_model_atomically', 'plot_learning_curve', 'TrainResult', 'RankRecord',
            'start_point', 'run_train', 'launch_distributed', 'train_worker']
 
-# %% ../nbs/04_train.ipynb #20f8bddd
+# %% ../nbs/04_train.ipynb #32274633
 import hashlib, json, math, os, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from .config import RunConfig, ModelConfig, load_config
 from .data import load_splits, load_card
 from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
 
-# %% ../nbs/04_train.ipynb #1077735b
+# %% ../nbs/04_train.ipynb #984d00aa
 class EncodedTexts(torch.utils.data.Dataset):
     "Token ids and labels of one split; items are unpadded dicts for `DataCollatorWithPadding`."
     def __init__(self, input_ids: list[list[int]], labels):
@@ -42,7 +42,7 @@ def encode_texts(tokenizer, texts, labels, max_length: int) -> EncodedTexts:
     "Tokenize `texts` (truncated at `max_length`, unpadded) into an `EncodedTexts` dataset."
     return EncodedTexts(tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], labels)
 
-# %% ../nbs/04_train.ipynb #b7d87bd4
+# %% ../nbs/04_train.ipynb #56e454e5
 PRETRAINED_DIR = "pretrained"
 
 def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_from: str|Path|None = None):
@@ -60,7 +60,7 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_fro
                         max_position_embeddings=max(512, model.max_length), pad_token_id=tokenizer.pad_token_id, **labels)
     return BertForSequenceClassification(config)
 
-# %% ../nbs/04_train.ipynb #d3d2d8a3
+# %% ../nbs/04_train.ipynb #8309bfff
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     "Accuracy and macro-F1 of arg-max predictions."
     predictions = np.asarray(logits).argmax(-1)
@@ -100,7 +100,7 @@ class ProgressCallback(TrainerCallback):
         print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}) {shown} "
               f"[{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
 
-# %% ../nbs/04_train.ipynb #51bed864
+# %% ../nbs/04_train.ipynb #23ac1475
 def length_label_order(lengths, labels, label_mix: float, rng) -> np.ndarray:
     "Indices sorted by length (ties at random), or with `label_mix` > 0 by a blend of length rank overall and within label."
     lengths = np.asarray(lengths)
@@ -144,7 +144,7 @@ class LengthGroupedTrainer(Trainer):
         return ShuffledLengthBatches([len(ids) for ids in dataset.input_ids], self.args.train_batch_size, self.args.seed,
                                      labels=getattr(dataset, "labels", None), label_mix=self.label_mix)
 
-# %% ../nbs/04_train.ipynb #12b87606
+# %% ../nbs/04_train.ipynb #759c2853
 def class_weights(labels, num_labels: int) -> torch.Tensor:
     "Per-label loss weights n / (k * count), so every label carries the same total weight."
     counts = np.bincount(np.asarray(labels), minlength=num_labels)
@@ -165,7 +165,7 @@ def resample_indices(labels, strategy: str, seed: int) -> np.ndarray:
     chosen = [rng.choice(rows, target, replace=strategy == "oversample" and len(rows) < target) for rows in groups]
     return rng.permutation(np.concatenate(chosen))
 
-# %% ../nbs/04_train.ipynb #a5c2e8b7
+# %% ../nbs/04_train.ipynb #bbbd6151
 def stage_arguments(config: RunConfig, section, output_dir: str|Path, train_size: int, **extra) -> TrainingArguments:
     "TrainingArguments shared by the training and pretraining stages; `section` (`config.train` or `config.pretrain`) gives the schedule."
     steps_per_epoch = math.ceil(train_size / section.batch_size)
@@ -192,7 +192,7 @@ def ddp_backend(config: RunConfig) -> str|None:
     chosen = config.train.distributed.backend
     return chosen if chosen != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
 
-# %% ../nbs/04_train.ipynb #eb69a9bf
+# %% ../nbs/04_train.ipynb #c4e9328b
 MANIFEST = "manifest.json"
 
 def _sha256(path: Path) -> str:
@@ -255,7 +255,7 @@ def save_model_atomically(trainer, target: str|Path) -> Path:
         os.replace(temporary, target)
     return target
 
-# %% ../nbs/04_train.ipynb #69febe82
+# %% ../nbs/04_train.ipynb #f97b5c93
 def plot_learning_curve(history: list[dict]):
     "Training loss and valid loss / macro-F1 against the step."
     import matplotlib.pyplot as plt
@@ -273,7 +273,7 @@ def plot_learning_curve(history: list[dict]):
     figure.tight_layout()
     return figure
 
-# %% ../nbs/04_train.ipynb #06e49d15
+# %% ../nbs/04_train.ipynb #fcb1fd57
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -355,7 +355,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(model_path=str(model_path), metrics=metrics)
 
-# %% ../nbs/04_train.ipynb #3936b4e4
+# %% ../nbs/04_train.ipynb #af0d15d6
 def launch_distributed(config: RunConfig, run_dir: Path, processes: int) -> TrainResult:
     "Run the training stage in `processes` torchrun workers on this machine; returns rank 0's result."
     log = run_dir/"logs"/"torchrun.log"
