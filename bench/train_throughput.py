@@ -196,8 +196,10 @@ def summarize(name: str, runs: list[dict]) -> dict:
 
 
 def paired_differences(arm_runs: list[dict], baseline_runs: list[dict]) -> dict:
-    "Test-accuracy differences from the baseline round by round (same seed, same starting model): mean and standard error."
-    per_seed = [run["accuracy"] - base["accuracy"] for run, base in zip(arm_runs, baseline_runs)]
+    "Test-accuracy differences from the baseline seed by seed (rounds of one seed averaged): mean and standard error."
+    by_seed = {}
+    for run, base in zip(arm_runs, baseline_runs): by_seed.setdefault(run["seed"], []).append(run["accuracy"] - base["accuracy"])
+    per_seed = [float(np.mean(differences)) for differences in by_seed.values()]
     error = float(np.std(per_seed, ddof=1) / np.sqrt(len(per_seed))) if len(per_seed) > 1 else float("nan")
     return {"seeds": len(per_seed), "per_seed": per_seed, "mean": float(np.mean(per_seed)), "standard_error": error}
 
@@ -261,7 +263,8 @@ def main(argv=None) -> dict:
     setups = {name: arm_setup(name, tokenizer, train, config) for name in args.arms}
     print(f"run {run} (tokenizer {tokenizer_folder}, {len(tokenizer)} tokens); {len(train)} training texts, "
           f"{len(test)} test texts; {args.epochs:g} epoch(s), batch {config.train.batch_size}, learning rate "
-          f"{config.train.learning_rate:g}, seed(s) {', '.join(map(str, args.seeds or [config.seed]))}, label mix {config.train.label_mix:g}; model {config.model.num_layers} layers × "
+          f"{config.train.learning_rate:g}, seed(s) {', '.join(map(str, args.seeds or [config.seed]))}, label mix "
+          f"{config.train.label_mix:g}; model {config.model.num_layers} layers × "
           f"{config.model.hidden_size}; torch threads {torch.get_num_threads()} (inter-op {torch.get_num_interop_threads()}); "
           f"load average {load_at_start[0]:.2f} {load_at_start[1]:.2f} {load_at_start[2]:.2f} on {os.cpu_count()} CPUs",
           flush=True)
@@ -322,8 +325,8 @@ def main(argv=None) -> dict:
                "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start, "load_average_at_end": load_at_end,
                "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
                "python": sys.version.split()[0], "overrides": args.overrides,
-               "label_mix": {name: setups[name].label_mix for name in args.arms}, "summary": summary, "runs": runs, "per_round_ratio": per_round, "seeds": seeds,
-               "paired_accuracy_difference": paired}
+               "label_mix": {name: setups[name].label_mix for name in args.arms}, "summary": summary, "runs": runs,
+               "per_round_ratio": per_round, "seeds": seeds, "paired_accuracy_difference": paired}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))
