@@ -1,5 +1,5 @@
-"""Training throughput: samples/s of our training (length-grouped batches, dynamic padding) against the same model and data
-trained the way Hugging Face's text-classification example does by default, in one process, side by side.
+"""Training throughput: samples/s of our training (random batches computed without their padding, `train.unpadded`) against the
+same model and data trained the way Hugging Face's text-classification example does by default, in one process, side by side.
 
     .venv/bin/python bench/train_throughput.py --run RUN_DIR          # a run folder with data/ and tokenizer/ (or model/)
     .venv/bin/python bench/train_throughput.py --train-limit 1000     # quick check: prepares data and tokenizer first
@@ -17,16 +17,19 @@ project's config, because the question is what padding and batching cost, not wh
 Arms (all share one data preparation, one tokenizer, the config's model built by `build_model` from the same seed, and the
 same TrainingArguments from `training_arguments`: learning rate, batch size, warm-up, weight decay, schedule, epochs):
 - `hf_default`: plain `Trainer`, texts padded/cut to 128 tokens, `default_data_collator`, random batches.
-- `ours`: `LengthGroupedTrainer` (`ShuffledLengthBatches`) with `DataCollatorWithPadding`, texts cut at 128 too, so the
-  difference from `hf_default` is padding and grouping alone.
+- `ours`: the project's training as the config sets it (`train.unpadded`, `train.group_by_length`, `train.label_mix`; by
+  default random batches like `hf_default`, each computed on its real tokens only by `TextTrainer(unpadded=True)`), with
+  `DataCollatorWithPadding`, texts cut at 128 too, so the difference from `hf_default` is how padding is handled alone.
 - `ours_256`: the same at the config's own `model.max_length` (256 by default): fewer texts truncated, more real tokens.
-- `ours_sorted` (optional): `ours` in pure length order, `train.label_mix` 0 whatever the config says (the sampler before
-  `label_mix` existed), to see what the label mix changes.
+- `grouped`: length-grouped batches (`LengthGroupedTrainer`, `ShuffledLengthBatches`, the config's `train.label_mix`) with
+  dynamic padding and the ordinary padded forward, cut at 128: the way to save padding by choosing which texts share a batch.
+- `ours_sorted` (optional): `grouped` in pure length order, `train.label_mix` 0 whatever the config says.
 
 Timing: wall-clock seconds of `trainer.train()` only (tokenization is done before, as the example does it in
 `datasets.map`); no evaluation or checkpointing during training (`eval_strategy="no"`, `save_strategy="no"`) in any arm.
 samples/s = training samples fed / seconds; real tokens/s counts only unpadded tokens (attention mask = 1); "computed
-positions" counts every position the model was given, padding included. After training, each arm's model is scored on
+positions" counts every position the model's dense layers computed: padding included for padded arms, real tokens only for
+unpadded ones (whose attention still pads each group of 8 texts to its longest; that is not counted). After training, each arm's model is scored on
 the whole test split (accuracy, macro-F1) by the same length-sorted, dynamically padded loop at the arm's max length
 (padding does not change a prediction beyond float rounding), so the evaluation is identical for all arms.
 
@@ -55,11 +58,11 @@ from transformers.utils import logging as transformers_logging
 from bigmodel_nb.config import load_config
 from bigmodel_nb.data import load_card, load_splits, run_data, stratified_sample
 from bigmodel_nb.tokenizer import TOKENIZER_DIR, load_tokenizer, run_tokenizer
-from bigmodel_nb.train import (MODEL_DIR, LengthGroupedTrainer, build_model, classification_scores, encode_texts,
+from bigmodel_nb.train import (MODEL_DIR, LengthGroupedTrainer, TextTrainer, build_model, classification_scores, encode_texts,
                                training_arguments)
 
 HF_MAX_LENGTH = 128  # run_glue.py / run_classification.py: max_seq_length default, with pad_to_max_length=True
-ARMS = ("hf_default", "ours", "ours_256", "ours_sorted")
+ARMS = ("hf_default", "ours", "grouped", "ours_256", "ours_sorted")
 GOAL_RATIO = 2.0
 
 
@@ -76,12 +79,14 @@ class PaddedTexts(torch.utils.data.Dataset):
 
 class CountingCollator:
     "Wraps a collator and counts what it hands the model: samples, every position (padding included) and real tokens."
-    def __init__(self, collate): self.collate, self.samples, self.positions, self.real_tokens = collate, 0, 0, 0
+    def __init__(self, collate, unpadded: bool = False):
+        self.collate, self.unpadded, self.samples, self.positions, self.real_tokens = collate, unpadded, 0, 0, 0
     def __call__(self, features):
         batch = self.collate(features)
+        real = int(batch["attention_mask"].sum())
         self.samples += len(features)
-        self.positions += batch["input_ids"].numel()
-        self.real_tokens += int(batch["attention_mask"].sum())
+        self.positions += real if self.unpadded else batch["input_ids"].numel()
+        self.real_tokens += real
         return batch
 
 
@@ -105,6 +110,7 @@ class ArmSetup:
     collate: object
     trainer_class: type
     label_mix: float = 0.0
+    unpadded: bool = False
 
 
 def arm_setup(name: str, tokenizer, train, config) -> ArmSetup:
@@ -113,9 +119,13 @@ def arm_setup(name: str, tokenizer, train, config) -> ArmSetup:
         return ArmSetup(name, HF_MAX_LENGTH, PaddedTexts(tokenizer, train["text"], train["label"], HF_MAX_LENGTH),
                         default_data_collator, Trainer)
     max_length = config.model.max_length if name == "ours_256" else HF_MAX_LENGTH
-    return ArmSetup(name, max_length, encode_texts(tokenizer, train["text"], train["label"], max_length),
-                    DataCollatorWithPadding(tokenizer), LengthGroupedTrainer,
-                    label_mix=0.0 if name == "ours_sorted" else config.train.label_mix)
+    encoded, collate = encode_texts(tokenizer, train["text"], train["label"], max_length), DataCollatorWithPadding(tokenizer)
+    if name in ("grouped", "ours_sorted"):
+        return ArmSetup(name, max_length, encoded, collate, LengthGroupedTrainer,
+                        label_mix=0.0 if name == "ours_sorted" else config.train.label_mix)
+    grouped = config.train.group_by_length
+    return ArmSetup(name, max_length, encoded, collate, LengthGroupedTrainer if grouped else TextTrainer,
+                    label_mix=config.train.label_mix if grouped else 0.0, unpadded=config.train.unpadded)
 
 
 def prepare_run(run: Path|None, config) -> Path:
@@ -150,15 +160,19 @@ def train_arm(setup: ArmSetup, config, tokenizer, label_names: list[str], output
     "Train a fresh model (seeded) for one arm; returns the model, the training seconds and the collator's counts."
     set_seed(config.seed)
     model = build_model(config.model, tokenizer, label_names)
-    counter = CountingCollator(setup.collate)
-    grouped = {"label_mix": setup.label_mix} if setup.trainer_class is LengthGroupedTrainer else {}
-    trainer = setup.trainer_class(**grouped, model=model, args=bench_arguments(config, output_dir, len(setup.dataset), max_steps),
+    counter = CountingCollator(setup.collate, setup.unpadded)
+    extra = {"label_mix": setup.label_mix} if setup.trainer_class is LengthGroupedTrainer else {}
+    if issubclass(setup.trainer_class, TextTrainer): extra["unpadded"] = setup.unpadded
+    trainer = setup.trainer_class(**extra, model=model, args=bench_arguments(config, output_dir, len(setup.dataset), max_steps),
                                   train_dataset=setup.dataset, data_collator=counter, processing_class=tokenizer,
                                   callbacks=[ClockCallback(setup.name)] if max_steps < 0 else [])
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    if setup.unpadded and getattr(trainer, "unpadded_batches", 0) != trainer.state.global_step:
+        sys.exit(f"arm {setup.name}: {trainer.unpadded_batches} of {trainer.state.global_step} steps were computed unpadded: "
+                 f"the model cannot be computed unpadded, so this arm would measure padded training")
     return trainer.model, seconds, counter, trainer.state.global_step
 
 
@@ -234,7 +248,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, help="seed of every arm (default: the config's); accuracy differs by seed")
     parser.add_argument("--seeds", type=int, nargs="+", help="one round per seed (paired comparison of accuracy over seeds)")
     parser.add_argument("--train-limit", type=int, help="train on a stratified subset of about N texts (quick checks)")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]),
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:4]),
                         help="arms, in round 1's order (default: all but ours_sorted)")
     parser.add_argument("--rounds", type=int, help="train every arm this many times, order reversed each round "
                                                   "(default: 1, or one per --seeds entry)")
@@ -325,7 +339,8 @@ def main(argv=None) -> dict:
                "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start, "load_average_at_end": load_at_end,
                "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
                "python": sys.version.split()[0], "overrides": args.overrides,
-               "label_mix": {name: setups[name].label_mix for name in args.arms}, "summary": summary, "runs": runs,
+               "label_mix": {name: setups[name].label_mix for name in args.arms},
+               "unpadded": {name: setups[name].unpadded for name in args.arms}, "summary": summary, "runs": runs,
                "per_round_ratio": per_round, "seeds": seeds, "paired_accuracy_difference": paired}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
