@@ -410,7 +410,8 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
     unpadded = config.train.unpadded and unpadded_supported(model) and int(os.environ.get("WORLD_SIZE", "1")) == 1
     if config.train.unpadded and not unpadded and int(os.environ.get("RANK", "0")) == 0:
         why = "it runs in several processes" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else f"{type(model).__name__} is not a single-label BERT classifier"
-        print(f"train.unpadded: training computes padded batches because {why}", flush=True)
+        hint = "" if config.train.group_by_length else "; train.group_by_length: true saves most of the padding instead"
+        print(f"train.unpadded: training computes padded batches because {why}{hint}", flush=True)
     trainer = (LengthGroupedTrainer if grouped else TextTrainer)(unpadded=unpadded,
         model=model, args=training_arguments(config, checkpoints, len(train_set)), train_dataset=train_set,
         eval_dataset=valid_set, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
