@@ -1,5 +1,6 @@
-"""Training throughput: samples/s of our training (random batches computed without their padding, `train.unpadded`) against the
-same model and data trained the way Hugging Face's text-classification example does by default, in one process, side by side.
+"""Training throughput: samples/s of our training (random batches computed on their real tokens only, `train.unpadded`) against
+the same model and data trained the way Hugging Face's text-classification example does by default, in one process, side by
+side.
 
     .venv/bin/python bench/train_throughput.py --run RUN_DIR          # a run folder with data/ and tokenizer/ (or model/)
     .venv/bin/python bench/train_throughput.py --train-limit 1000     # quick check: prepares data and tokenizer first
@@ -17,9 +18,13 @@ project's config, because the question is what padding and batching cost, not wh
 Arms (all share one data preparation, one tokenizer, the config's model built by `build_model` from the same seed, and the
 same TrainingArguments from `training_arguments`: learning rate, batch size, warm-up, weight decay, schedule, epochs):
 - `hf_default`: plain `Trainer`, texts padded/cut to 128 tokens, `default_data_collator`, random batches.
-- `ours`: the project's training as the config sets it (`train.unpadded`, `train.group_by_length`, `train.label_mix`; by
-  default random batches like `hf_default`, each computed on its real tokens only by `TextTrainer(unpadded=True)`), with
-  `DataCollatorWithPadding`, texts cut at 128 too, so the difference from `hf_default` is how padding is handled alone.
+- `ours`: the project's training as the config sets it (`trainer_options`: `train.unpadded`, `train.group_by_length`,
+  `train.label_mix`; by default random batches like `hf_default`, each computed by `TextTrainer(unpadded=True)` on its real
+  tokens only, and in the last layer at each text's [CLS] only, the one position the pooler reads), with
+  `DataCollatorWithPadding`, texts cut at 128 too. Same batches, same loss and gradients (to float rounding, tested in
+  nbs/04_train.ipynb): the difference from `hf_default` is only which positions are computed.
+- `ours_all_positions` (optional): `ours` with the last layer computed at every real token (`all_positions=True`): what
+  removing the padding alone gives.
 - `ours_256`: the same at the config's own `model.max_length` (256 by default): fewer texts truncated, more real tokens.
 - `grouped`: length-grouped batches (`LengthGroupedTrainer`, `ShuffledLengthBatches`, the config's `train.label_mix`) with
   dynamic padding and the ordinary padded forward, cut at 128: the way to save padding by choosing which texts share a batch.
@@ -28,8 +33,9 @@ same TrainingArguments from `training_arguments`: learning rate, batch size, war
 Timing: wall-clock seconds of `trainer.train()` only (tokenization is done before, as the example does it in
 `datasets.map`); no evaluation or checkpointing during training (`eval_strategy="no"`, `save_strategy="no"`) in any arm.
 samples/s = training samples fed / seconds; real tokens/s counts only unpadded tokens (attention mask = 1); "computed
-positions" counts every position the model's dense layers computed: padding included for padded arms, real tokens only for
-unpadded ones (whose attention still pads each group of 8 texts to its longest; that is not counted). After training, each arm's model is scored on
+positions" counts every position fed to the model: padding included for padded arms, real tokens only for unpadded ones
+(whose attention still pads each group of 8 texts to its longest, and whose last layer, unless `ours_all_positions`, computes
+its query, attention output and feed-forward blocks at one position per text; neither is counted). After training, each arm's model is scored on
 the whole test split (accuracy, macro-F1) by the same length-sorted, dynamically padded loop at the arm's max length
 (padding does not change a prediction beyond float rounding), so the evaluation is identical for all arms.
 
@@ -58,11 +64,11 @@ from transformers.utils import logging as transformers_logging
 from bigmodel_nb.config import load_config
 from bigmodel_nb.data import load_card, load_splits, run_data, stratified_sample
 from bigmodel_nb.tokenizer import TOKENIZER_DIR, load_tokenizer, run_tokenizer
-from bigmodel_nb.train import (MODEL_DIR, LengthGroupedTrainer, TextTrainer, build_model, classification_scores, encode_texts,
-                               training_arguments)
+from bigmodel_nb.train import (MODEL_DIR, LengthGroupedTrainer, build_model, classification_scores, encode_texts,
+                               trainer_options, training_arguments)
 
 HF_MAX_LENGTH = 128  # run_glue.py / run_classification.py: max_seq_length default, with pad_to_max_length=True
-ARMS = ("hf_default", "ours", "grouped", "ours_256", "ours_sorted")
+ARMS = ("hf_default", "ours", "grouped", "ours_256", "ours_sorted", "ours_all_positions")
 GOAL_RATIO = 2.0
 
 
@@ -103,29 +109,30 @@ class ClockCallback(TrainerCallback):
 
 @dataclasses.dataclass
 class ArmSetup:
-    "One arm's training data, collator, trainer class and max length (built once, reused by every round)."
+    "One arm's training data, collator and max length (built once, reused by every round)."
     name: str
     max_length: int
     dataset: torch.utils.data.Dataset
     collate: object
-    trainer_class: type
-    label_mix: float = 0.0
-    unpadded: bool = False
+
+    def trainer(self, config, model) -> tuple[type, dict]:
+        "The arm's trainer class and keyword arguments for `model`."
+        if self.name == "hf_default": return Trainer, {}
+        if self.name in ("grouped", "ours_sorted"):
+            return LengthGroupedTrainer, {"label_mix": 0.0 if self.name == "ours_sorted" else config.train.label_mix}
+        trainer_class, options, why = trainer_options(config.train, model)  # exactly what the training stage would use
+        if why: sys.exit(f"arm {self.name}: training would compute padded batches because {why}")
+        return trainer_class, options | ({"all_positions": True} if self.name == "ours_all_positions" else {})
 
 
 def arm_setup(name: str, tokenizer, train, config) -> ArmSetup:
     "Tokenize the train split the way arm `name` trains on it."
     if name == "hf_default":
         return ArmSetup(name, HF_MAX_LENGTH, PaddedTexts(tokenizer, train["text"], train["label"], HF_MAX_LENGTH),
-                        default_data_collator, Trainer)
+                        default_data_collator)
     max_length = config.model.max_length if name == "ours_256" else HF_MAX_LENGTH
-    encoded, collate = encode_texts(tokenizer, train["text"], train["label"], max_length), DataCollatorWithPadding(tokenizer)
-    if name in ("grouped", "ours_sorted"):
-        return ArmSetup(name, max_length, encoded, collate, LengthGroupedTrainer,
-                        label_mix=0.0 if name == "ours_sorted" else config.train.label_mix)
-    grouped = config.train.group_by_length
-    return ArmSetup(name, max_length, encoded, collate, LengthGroupedTrainer if grouped else TextTrainer,
-                    label_mix=config.train.label_mix if grouped else 0.0, unpadded=config.train.unpadded)
+    return ArmSetup(name, max_length, encode_texts(tokenizer, train["text"], train["label"], max_length),
+                    DataCollatorWithPadding(tokenizer))
 
 
 def prepare_run(run: Path|None, config) -> Path:
@@ -157,23 +164,23 @@ def bench_arguments(config, output_dir: Path, train_size: int, max_steps: int = 
 
 
 def train_arm(setup: ArmSetup, config, tokenizer, label_names: list[str], output_dir: Path, max_steps: int = -1):
-    "Train a fresh model (seeded) for one arm; returns the model, the training seconds and the collator's counts."
+    "Train a fresh model (seeded) for one arm: the model, training seconds, the collator's counts, steps, trainer options."
     set_seed(config.seed)
     model = build_model(config.model, tokenizer, label_names)
-    counter = CountingCollator(setup.collate, setup.unpadded)
-    extra = {"label_mix": setup.label_mix} if setup.trainer_class is LengthGroupedTrainer else {}
-    if issubclass(setup.trainer_class, TextTrainer): extra["unpadded"] = setup.unpadded
-    trainer = setup.trainer_class(**extra, model=model, args=bench_arguments(config, output_dir, len(setup.dataset), max_steps),
+    trainer_class, options = setup.trainer(config, model)
+    unpadded = options.get("unpadded", False)
+    counter = CountingCollator(setup.collate, unpadded)
+    trainer = trainer_class(**options, model=model, args=bench_arguments(config, output_dir, len(setup.dataset), max_steps),
                                   train_dataset=setup.dataset, data_collator=counter, processing_class=tokenizer,
                                   callbacks=[ClockCallback(setup.name)] if max_steps < 0 else [])
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    if setup.unpadded and getattr(trainer, "unpadded_batches", 0) != trainer.state.global_step:
+    if unpadded and trainer.unpadded_batches != trainer.state.global_step:
         sys.exit(f"arm {setup.name}: {trainer.unpadded_batches} of {trainer.state.global_step} steps were computed unpadded: "
                  f"the model cannot be computed unpadded, so this arm would measure padded training")
-    return trainer.model, seconds, counter, trainer.state.global_step
+    return trainer.model, seconds, counter, trainer.state.global_step, {"trainer": trainer_class.__name__, **options}
 
 
 def test_scores(model, tokenizer, test, max_length: int, batch_size: int) -> dict:
@@ -296,10 +303,11 @@ def main(argv=None) -> dict:
         print(f"round {number} (seed {seed}): {', '.join(order)}", flush=True)
         for name in order:
             setup, load = setups[name], os.getloadavg()[0]
-            model, seconds, counter, steps = train_arm(setup, round_config, tokenizer, label_names, work/name)
+            model, seconds, counter, steps, options = train_arm(setup, round_config, tokenizer, label_names, work/name)
             scores = test_scores(model, tokenizer, test, setup.max_length, config.train.eval_batch_size)
             runs[name].append({"round": number, "seed": seed, "seconds": seconds, "samples": counter.samples, "steps": steps,
-                               "positions": counter.positions, "real_tokens": counter.real_tokens, "load_at_start": load,
+                               "positions": counter.positions, "real_tokens": counter.real_tokens, "trainer": options,
+                               "load_at_start": load,
                                **scores})
             print(f"  {name}: {seconds:.1f} s, {counter.samples / seconds:.1f} samples/s, test accuracy "
                   f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} (load average at its start {load:.2f})",
@@ -339,8 +347,7 @@ def main(argv=None) -> dict:
                "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start, "load_average_at_end": load_at_end,
                "torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
                "python": sys.version.split()[0], "overrides": args.overrides,
-               "label_mix": {name: setups[name].label_mix for name in args.arms},
-               "unpadded": {name: setups[name].unpadded for name in args.arms}, "summary": summary, "runs": runs,
+               "trainers": {name: runs[name][0]["trainer"] for name in args.arms}, "summary": summary, "runs": runs,
                "per_round_ratio": per_round, "seeds": seeds, "paired_accuracy_difference": paired}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

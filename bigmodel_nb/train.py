@@ -8,8 +8,8 @@ __all__ = ['PRETRAINED_DIR', 'MANIFEST', 'MODEL_DIR', 'CHECKPOINT_DIR', 'Encoded
            'unpadded_logits', 'TextTrainer', 'length_label_order', 'ShuffledLengthBatches', 'LengthGroupedTrainer',
            'class_weights', 'WeightedLoss', 'resample_indices', 'stage_arguments', 'training_arguments', 'ddp_backend',
            'write_manifest', 'checkpoint_is_complete', 'last_complete_checkpoint', 'CheckpointManifest',
-           'save_model_atomically', 'plot_learning_curve', 'TrainResult', 'RankRecord', 'start_point', 'run_train',
-           'launch_distributed', 'train_worker']
+           'save_model_atomically', 'plot_learning_curve', 'TrainResult', 'RankRecord', 'start_point',
+           'trainer_options', 'run_train', 'launch_distributed', 'train_worker']
 
 # %% ../nbs/04_train.ipynb #32274633
 import hashlib, json, math, os, re, shutil, subprocess, sys, time
@@ -119,6 +119,7 @@ class UnpaddedBatch:
     position_ids: torch.Tensor    # (tokens,): 0, 1, ... within each text
     starts: torch.Tensor          # (texts,): where each text's first token ([CLS]) sits in the row
     groups: list                  # per attention group: index (texts, width) into the row, `tokens` for padding; mask
+    texts: tuple                  # every text: index (texts, longest) into the row, `tokens` for padding; mask
 
 def unpad_batch(input_ids, attention_mask, token_type_ids=None, group_size: int = 8) -> UnpaddedBatch:
     "The real tokens of a right-padded batch; for attention, its texts in groups of `group_size` of similar length."
@@ -136,7 +137,8 @@ def unpad_batch(input_ids, attention_mask, token_type_ids=None, group_size: int 
         inside = offsets[None, :] < lengths[rows, None]
         groups.append((torch.where(inside, starts[rows, None] + offsets[None, :], tokens), inside))
     types = token_type_ids[mask] if token_type_ids is not None else torch.zeros(tokens, dtype=torch.long, device=mask.device)
-    return UnpaddedBatch(input_ids[mask], types, columns.expand_as(mask)[mask], starts, groups)
+    texts = (torch.where(mask, starts[:, None] + columns[None, :], tokens), mask)
+    return UnpaddedBatch(input_ids[mask], types, columns.expand_as(mask)[mask], starts, groups, texts)
 
 def _grouped_self_attention(attention, hidden: torch.Tensor, batch: UnpaddedBatch, training: bool) -> torch.Tensor:
     "A `BertSelfAttention` over the row `hidden` (tokens, hidden) in which each text attends to its own tokens only."
@@ -153,21 +155,42 @@ def _grouped_self_attention(attention, hidden: torch.Tensor, batch: UnpaddedBatc
         output = output.index_put((index[inside],), attended.transpose(1, 2)[inside])
     return output[:tokens].reshape(tokens, heads * width)
 
-def unpadded_logits(model, batch: UnpaddedBatch) -> torch.Tensor:
-    "The logits of a `BertForSequenceClassification` for the texts of `batch`, computed on real tokens only."
+def _first_token_self_attention(attention, hidden: torch.Tensor, batch: UnpaddedBatch, training: bool) -> torch.Tensor:
+    "A `BertSelfAttention` for each text's first token only, attending to the text's own tokens: (texts, hidden)."
+    tokens, heads, width = hidden.shape[0], attention.num_attention_heads, attention.attention_head_size
+    spare = hidden.new_zeros(1, heads, width)
+    key, value = (torch.cat([project(hidden).view(tokens, heads, width), spare]) for project in (attention.key, attention.value))
+    index, inside = batch.texts
+    query = attention.query(hidden[batch.starts]).view(len(index), 1, heads, width)
+    dropout, scale = (attention.dropout.p if training else 0.0), getattr(attention, "scaling", width ** -0.5)
+    attended = torch.nn.functional.scaled_dot_product_attention(
+        *(tensor.transpose(1, 2) for tensor in (query, key[index], value[index])), attn_mask=inside[:, None, None, :],
+        dropout_p=dropout, scale=scale)
+    return attended.reshape(len(index), heads * width)
+
+def unpadded_logits(model, batch: UnpaddedBatch, all_positions: bool = False) -> torch.Tensor:
+    """The logits of a `BertForSequenceClassification` for the texts of `batch`, computed on real tokens only; the last layer
+    computes each text's first token ([CLS], all the pooler reads) only, unless `all_positions`."""
     bert = model.bert
     hidden = bert.embeddings(input_ids=batch.input_ids[None], token_type_ids=batch.token_type_ids[None],
                              position_ids=batch.position_ids[None])[0]
-    for layer in bert.encoder.layer:
+    layers = list(bert.encoder.layer)
+    for layer in layers if all_positions else layers[:-1]:
         attended = layer.attention.output(_grouped_self_attention(layer.attention.self, hidden, batch, model.training), hidden)
         hidden = layer.output(layer.intermediate(attended), attended)
-    return model.classifier(model.dropout(bert.pooler(hidden[batch.starts][:, None, :])))
+    first = hidden[batch.starts]
+    if not all_positions:
+        last = layers[-1]
+        attended = last.attention.output(_first_token_self_attention(last.attention.self, hidden, batch, model.training), first)
+        first = last.output(last.intermediate(attended), attended)
+    return model.classifier(model.dropout(bert.pooler(first[:, None, :])))
 
 class TextTrainer(Trainer):
-    "A Trainer that, with `unpadded`, computes training batches of a BERT classifier without their padding."
-    def __init__(self, *args, unpadded: bool = False, **kwargs):
+    """A Trainer that, with `unpadded`, computes training batches of a BERT classifier without their padding (and, unless
+    `all_positions`, the last layer at each text's [CLS] only)."""
+    def __init__(self, *args, unpadded: bool = False, all_positions: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.unpadded, self.unpadded_batches = unpadded, 0
+        self.unpadded, self.all_positions, self.unpadded_batches = unpadded, all_positions, 0
 
     def _computes_unpadded(self, model, inputs) -> bool:
         return (self.unpadded and model.training and model is self.model and self.label_smoother is None
@@ -176,7 +199,8 @@ class TextTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self._computes_unpadded(model, inputs):
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        logits = unpadded_logits(model, unpad_batch(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids")))
+        logits = unpadded_logits(model, unpad_batch(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids")),
+                                 all_positions=self.all_positions)
         labels, outputs = inputs["labels"], SequenceClassifierOutput(logits=logits)
         loss = (self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch) if self.compute_loss_func
                 else torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1)))
@@ -385,6 +409,19 @@ def start_point(config: RunConfig, run_dir: Path) -> str|None:
         raise UserError(f"pretrain.enabled is true but {run_dir/PRETRAINED_DIR} holds no model: run the pretrain stage first")
     return str(run_dir/PRETRAINED_DIR)
 
+def trainer_options(train_config, model, world_size: int = 1) -> tuple[type, dict, str|None]:
+    """The trainer class and its keyword arguments for the `train` settings and `model`, and why training cannot be unpadded
+    although `train.unpadded` asks for it (None when it can, or when it was not asked for)."""
+    unpadded = train_config.unpadded and unpadded_supported(model) and world_size == 1
+    why = None
+    if train_config.unpadded and not unpadded:
+        why = ("it runs in several processes" if world_size > 1
+               else f"{type(model).__name__} is not a single-label BERT classifier")
+        if not train_config.group_by_length: why += "; train.group_by_length: true saves most of the padding instead"
+    if train_config.group_by_length:
+        return LengthGroupedTrainer, {"unpadded": unpadded, "label_mix": train_config.label_mix}, why
+    return TextTrainer, {"unpadded": unpadded}, why
+
 def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
     "The training stage: fine-tune on train, select on valid, save the best model to `run_dir/model`."
     run_dir = Path(run_dir)
@@ -406,16 +443,13 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
     callbacks = [ProgressCallback(run_dir), CheckpointManifest(), RankRecord(run_dir)]
     if config.train.early_stopping_patience: callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
     checkpoints = run_dir/CHECKPOINT_DIR
-    grouped = {"label_mix": config.train.label_mix} if config.train.group_by_length else {}
-    unpadded = config.train.unpadded and unpadded_supported(model) and int(os.environ.get("WORLD_SIZE", "1")) == 1
-    if config.train.unpadded and not unpadded and int(os.environ.get("RANK", "0")) == 0:
-        why = "it runs in several processes" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else f"{type(model).__name__} is not a single-label BERT classifier"
-        hint = "" if config.train.group_by_length else "; train.group_by_length: true saves most of the padding instead"
-        print(f"train.unpadded: training computes padded batches because {why}{hint}", flush=True)
-    trainer = (LengthGroupedTrainer if grouped else TextTrainer)(unpadded=unpadded,
+    trainer_class, options, why = trainer_options(config.train, model, int(os.environ.get("WORLD_SIZE", "1")))
+    if why and int(os.environ.get("RANK", "0")) == 0:
+        print(f"train.unpadded: training computes padded batches because {why}", flush=True)
+    trainer = trainer_class(**options,
         model=model, args=training_arguments(config, checkpoints, len(train_set)), train_dataset=train_set,
         eval_dataset=valid_set, data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-        compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=loss, **grouped)
+        compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=loss)
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the same logs, with an ETA
     resume = last_complete_checkpoint(checkpoints, clean=trainer.is_world_process_zero())
     if resume and trainer.is_world_process_zero(): print(f"resuming training from {resume}", flush=True)
@@ -430,7 +464,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         "tokens_per_second": float(train_set.token_count() * trainer.state.epoch / output.metrics["train_runtime"]),
         "best_valid_macro_f1": float(trainer.state.best_metric), "best_step": int(trainer.state.best_global_step or 0),
         "group_by_length": config.train.group_by_length, "label_mix": config.train.label_mix,
-        "unpadded": trainer.unpadded_batches > 0, "imbalance": imbalance,
+        "unpadded": options["unpadded"], "imbalance": imbalance,
         "train_examples": len(train_set),
         "device": str(trainer.args.device), "threads": torch.get_num_threads(), "world_size": int(world_size),
         "started_from": "pretrained" if start_from else (config.model.backbone or "scratch"), "resumed_from": resume,
