@@ -154,7 +154,7 @@ class TrainConfig(Section):
     learning_rate: float = Field(5e-4, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    unpadded: bool = True  # compute training batches on their real tokens only (BERT classifiers, one process); same math as padding
+    unpadded: bool = True  # training batches on real tokens only, last layer at [CLS] only (BERT classifiers, one process); same math
     group_by_length: bool = False  # batches of similar length instead of random ones: less padding, but cost accuracy here
     label_mix: float = Field(0.0, ge=0, le=1)  # with group_by_length: 0 = pure length order; 1 = every batch carries the split's label mix
     evals_per_epoch: int = Field(2, ge=1)  # evaluations on valid (and checkpoints) per epoch
