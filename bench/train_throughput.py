@@ -179,7 +179,8 @@ def train_arm(setup: ArmSetup, config, tokenizer, label_names: list[str], output
     seconds = time.perf_counter() - started
     if unpadded and trainer.unpadded_batches != trainer.state.global_step:
         sys.exit(f"arm {setup.name}: {trainer.unpadded_batches} of {trainer.state.global_step} steps were computed unpadded: "
-                 f"the model cannot be computed unpadded, so this arm would measure padded training")
+                 f"the others fell back to the padded forward (a setting the unpadded path does not compute, such as label "
+                 f"smoothing, or a model it cannot take), so this arm would not measure unpadded training")
     return trainer.model, seconds, counter, trainer.state.global_step, {"trainer": trainer_class.__name__, **options}
 
 
