@@ -140,33 +140,37 @@ def unpad_batch(input_ids, attention_mask, token_type_ids=None, group_size: int 
     texts = (torch.where(mask, starts[:, None] + columns[None, :], tokens), mask)
     return UnpaddedBatch(input_ids[mask], types, columns.expand_as(mask)[mask], starts, groups, texts)
 
+def _split_heads(attention, hidden: torch.Tensor, *projections) -> list[torch.Tensor]:
+    "Each projection of the rows `hidden` as (tokens + 1, heads, width): one zero row appended, which padding slots read."
+    tokens, heads, width = hidden.shape[0], attention.num_attention_heads, attention.attention_head_size
+    spare = hidden.new_zeros(1, heads, width)
+    return [torch.cat([project(hidden).view(tokens, heads, width), spare]) for project in projections]
+
+def _attention_options(attention, training: bool) -> dict:
+    "The dropout and scale of a `BertSelfAttention`, for `scaled_dot_product_attention`."
+    return {"dropout_p": attention.dropout.p if training else 0.0,
+            "scale": getattr(attention, "scaling", attention.attention_head_size ** -0.5)}
+
 def _grouped_self_attention(attention, hidden: torch.Tensor, batch: UnpaddedBatch, training: bool) -> torch.Tensor:
     "A `BertSelfAttention` over the row `hidden` (tokens, hidden) in which each text attends to its own tokens only."
-    tokens, heads, width = hidden.shape[0], attention.num_attention_heads, attention.attention_head_size
-    spare = hidden.new_zeros(1, heads, width)  # what the padding slots of a group read
-    query, key, value = (torch.cat([project(hidden).view(tokens, heads, width), spare])
-                         for project in (attention.query, attention.key, attention.value))
-    output = hidden.new_zeros(tokens + 1, heads, width)
-    dropout, scale = (attention.dropout.p if training else 0.0), getattr(attention, "scaling", width ** -0.5)
+    query, key, value = _split_heads(attention, hidden, attention.query, attention.key, attention.value)
+    output = torch.zeros_like(query)
     for index, inside in batch.groups:
         attended = torch.nn.functional.scaled_dot_product_attention(
             *(tensor[index].transpose(1, 2) for tensor in (query, key, value)), attn_mask=inside[:, None, None, :],
-            dropout_p=dropout, scale=scale)
+            **_attention_options(attention, training))
         output = output.index_put((index[inside],), attended.transpose(1, 2)[inside])
-    return output[:tokens].reshape(tokens, heads * width)
+    return output[:-1].flatten(1)
 
 def _first_token_self_attention(attention, hidden: torch.Tensor, batch: UnpaddedBatch, training: bool) -> torch.Tensor:
     "A `BertSelfAttention` for each text's first token only, attending to the text's own tokens: (texts, hidden)."
-    tokens, heads, width = hidden.shape[0], attention.num_attention_heads, attention.attention_head_size
-    spare = hidden.new_zeros(1, heads, width)
-    key, value = (torch.cat([project(hidden).view(tokens, heads, width), spare]) for project in (attention.key, attention.value))
+    key, value = _split_heads(attention, hidden, attention.key, attention.value)
     index, inside = batch.texts
-    query = attention.query(hidden[batch.starts]).view(len(index), 1, heads, width)
-    dropout, scale = (attention.dropout.p if training else 0.0), getattr(attention, "scaling", width ** -0.5)
+    query = attention.query(hidden[batch.starts]).view(len(index), 1, *key.shape[1:])
     attended = torch.nn.functional.scaled_dot_product_attention(
         *(tensor.transpose(1, 2) for tensor in (query, key[index], value[index])), attn_mask=inside[:, None, None, :],
-        dropout_p=dropout, scale=scale)
-    return attended.reshape(len(index), heads * width)
+        **_attention_options(attention, training))
+    return attended.reshape(len(index), -1)
 
 def unpadded_logits(model, batch: UnpaddedBatch, all_positions: bool = False) -> torch.Tensor:
     """The logits of a `BertForSequenceClassification` for the texts of `batch`, computed on real tokens only; the last layer
