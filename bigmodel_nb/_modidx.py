@@ -547,7 +547,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                       'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train._grouped_self_attention': ( 'train.html#_grouped_self_attention',
                                                                                   'bigmodel_nb/train.py'),
-                                   'bigmodel_nb.train._sha256': ('train.html#_sha256', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train._split_heads': ('train.html#_split_heads', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train._step': ('train.html#_step', 'bigmodel_nb/train.py'),
                                    'bigmodel_nb.train.build_model': ('train.html#build_model', 'bigmodel_nb/train.py'),

@@ -12,7 +12,7 @@ __all__ = ['PRETRAINED_DIR', 'MANIFEST', 'MODEL_DIR', 'CHECKPOINT_DIR', 'Encoded
            'trainer_options', 'run_train', 'launch_distributed', 'train_worker']
 
 # %% ../nbs/04_train.ipynb #32274633
-import hashlib, json, math, os, re, shutil, subprocess, sys, time
+import json, math, os, re, shutil, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from transformers.utils import logging as transformers_logging
 from .core import UserError, report_progress, update_metrics, write_json, read_json, save_figure, use_cjk_font
 from .config import RunConfig, ModelConfig, load_config
 from .data import load_splits, load_card
-from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
+from .tokenizer import load_tokenizer, resolve_backbone, file_sha256, TOKENIZER_DIR
 
 # %% ../nbs/04_train.ipynb #984d00aa
 class EncodedTexts(torch.utils.data.Dataset):
@@ -307,16 +307,10 @@ def ddp_backend(config: RunConfig) -> str|None:
 # %% ../nbs/04_train.ipynb #c4e9328b
 MANIFEST = "manifest.json"
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""): digest.update(block)
-    return digest.hexdigest()
-
 def write_manifest(folder: str|Path) -> Path:
     "Commit `folder`: write its files' sizes and SHA-256 to `manifest.json` atomically (temporary file, fsync, rename)."
     folder = Path(folder)
-    files = {str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    files = {str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
              for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST and not path.name.startswith(".tmp")}
     temporary = folder/f".tmp-{MANIFEST}"
     with open(temporary, "w", encoding="utf-8") as stream:
@@ -331,7 +325,7 @@ def checkpoint_is_complete(folder: str|Path) -> bool:
     if not manifest or not manifest.get("files"): return False
     for name, expected in manifest["files"].items():
         path = Path(folder)/name
-        if not path.is_file() or path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]: return False
+        if not path.is_file() or path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]: return False
     return True
 
 def _step(folder: Path) -> int:
