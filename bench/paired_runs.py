@@ -1,27 +1,35 @@
-"""Paired bootstrap of test accuracy between finished runs on the same split, and of each run vs TF-IDF + LR refitted as the
-evaluate stage does (its per-text predictions are not saved).
+"""Paired bootstrap of test accuracy between finished runs on the same split, and of each run vs the TF-IDF + LR baseline.
 
     .venv/bin/python bench/paired_runs.py RUN_DIR [RUN_DIR ...]
+
+The baseline's per-text predictions come from the first run's `data/test_predictions.parquet` (column `baseline_predicted`,
+written by the evaluate stage); for runs evaluated before that column existed, the baseline is refitted with
+`bigmodel_nb.evaluate.tfidf_predictions`, the function the evaluate stage uses.
 """
-import sys, numpy as np, pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-runs = sys.argv[1:]
-preds = {r: pd.read_parquet(f"{r}/data/test_predictions.parquet") for r in runs}
-first = preds[runs[0]]
-for r in runs[1:]: assert (preds[r]["text"].values == first["text"].values).all(), r
-right = {r: (p["predicted"] == p["label"]).to_numpy() for r, p in preds.items()}
-train = pd.read_parquet(f"{runs[0]}/data/train.parquet")
-vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
-classifier = LogisticRegression(max_iter=2000, C=4.0).fit(vectorizer.fit_transform(train["text"]), train["label"])
-right["tfidf"] = classifier.predict(vectorizer.transform(first["text"])) == first["label"].to_numpy()
-rng = np.random.default_rng(0); n = len(first); draws = rng.integers(0, n, size=(2000, n))
-def compare(a, b):
-    diff = right[a].astype(float) - right[b].astype(float)
-    boot = diff[draws].mean(axis=1) * 100
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    print(f"{a} vs {b}: {right[a].mean():.4f} vs {right[b].mean():.4f}, diff {diff.mean()*100:+.2f} pts, 95% CI {lo:+.2f} … {hi:+.2f}; "
-          f"right only in first {int(((right[a]) & ~right[b]).sum())}, only in second {int((~right[a] & right[b]).sum())}")
-names = list(right)
-for i, a in enumerate(names):
-    for b in names[i+1:]: compare(a, b)
+import sys
+import numpy as np, pandas as pd
+from bigmodel_nb.evaluate import tfidf_predictions
+
+def main(runs: list[str], samples: int = 2000) -> None:
+    if not runs: sys.exit(__doc__)
+    preds = {run: pd.read_parquet(f"{run}/data/test_predictions.parquet") for run in runs}
+    first = preds[runs[0]]
+    for run in runs[1:]:
+        if len(preds[run]) != len(first) or not (preds[run]["text"].values == first["text"].values).all():
+            sys.exit(f"{run}: its test split differs from {runs[0]}'s; paired comparisons need the same split (same data and seed)")
+    right = {run: (p["predicted"] == p["label"]).to_numpy() for run, p in preds.items()}
+    if "baseline_predicted" in first: baseline = first["baseline_predicted"].to_numpy()
+    else: baseline = tfidf_predictions(pd.read_parquet(f"{runs[0]}/data/train.parquet"), first["text"])
+    right["tfidf"] = baseline == first["label"].to_numpy()
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, len(first), size=(samples, len(first)))
+    names = list(right)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = right[a].astype(float) - right[b].astype(float)
+            low, high = np.percentile(diff[draws].mean(axis=1) * 100, [2.5, 97.5])
+            print(f"{a} vs {b}: {right[a].mean():.4f} vs {right[b].mean():.4f}, diff {diff.mean() * 100:+.2f} pts, "
+                  f"95% CI {low:+.2f} … {high:+.2f}; right only in first {int((right[a] & ~right[b]).sum())}, "
+                  f"only in second {int((~right[a] & right[b]).sum())}")
+
+if __name__ == "__main__": main(sys.argv[1:])

@@ -36,7 +36,7 @@ from .config import RunConfig
 from .data import load_splits, load_card
 from .evaluate import score_predictions
 from .tokenizer import load_tokenizer
-from .train import MODEL_DIR, encode_texts, ShuffledLengthBatches
+from .train import MODEL_DIR, encode_texts, ShuffledLengthBatches, MeanPoolingBertConfig
 
 # %% ../nbs/05b_compress.ipynb #4a828854
 class TorchRunner:
@@ -123,12 +123,14 @@ def weights_bytes(folder: str|Path) -> int:
 
 # %% ../nbs/05b_compress.ipynb #7e0a2752
 def matmul_flops_per_sequence(model_config, length: int = LATENCY_LENGTH) -> int:
-    "Matmul FLOPs of one `length`-token sequence through the BERT classifier `model_config` describes, from its shapes."
+    """Matmul FLOPs of one `length`-token sequence through the BERT classifier `model_config` describes, from its shapes (a
+    mean-pooling model has no pooler)."""
     hidden, inner = model_config.hidden_size, model_config.intermediate_size
+    pooler = 0 if model_config.model_type == MeanPoolingBertConfig.model_type else 2 * hidden * hidden
     per_layer = (2 * length * hidden * hidden * 4      # query, key, value and output projections
                  + 2 * length * hidden * inner * 2     # the feed-forward pair
                  + 2 * length * length * hidden * 2)   # attention scores, and the weighted sum of the values
-    return model_config.num_hidden_layers * per_layer + 2 * hidden * hidden + 2 * hidden * model_config.num_labels
+    return model_config.num_hidden_layers * per_layer + pooler + 2 * hidden * model_config.num_labels
 
 def counted_matmul_flops(model_config, length: int = LATENCY_LENGTH) -> int:
     "Matmul FLOPs of one `length`-token sequence as torch's `FlopCounterMode` counts them (random weights, eager attention)."

@@ -111,6 +111,7 @@ class ModelConfig(Section):
     "The classifier: a local or hub backbone, or (backbone null) a BERT trained from scratch with its own tokenizer."
     backbone: str|None = None  # save_pretrained folder, hub id or alias (minilm-l6, m3e-small); null = train tokenizer and model from scratch
     tokenizer: Literal["wordpiece", "bpe"] = "wordpiece"  # from scratch only: the subword algorithm trained on the train split
+    pooling: Literal["cls", "mean"] = "cls"  # what the classifier reads: the [CLS] pooler (BERT's own head) or the mean of the last layer
     max_length: int = Field(128, ge=8, le=8192)  # tokens per text, longer texts are truncated
     vocab_size: int = Field(8000, ge=100)  # tokenizer vocabulary size (from scratch only)
     hidden_size: int = Field(256, ge=8)

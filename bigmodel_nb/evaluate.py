@@ -7,8 +7,8 @@ __all__ = ['log_softmax', 'softmax', 'predict_logits', 'predict_proba', 'score_p
            'scores_from_confusion', 'bootstrap_intervals', 'add_intervals', 'one_vs_rest_curves', 'plot_roc_pr',
            'reliability_table', 'expected_calibration_error', 'negative_log_likelihood', 'fit_temperature',
            'calibration_summary', 'plot_reliability', 'prediction_table', 'top_losses', 'length_bucket_names',
-           'length_buckets', 'slice_scores', 'score_slices', 'plot_slices', 'tfidf_baseline', 'EvaluateResult',
-           'add_curve_scores', 'run_evaluate']
+           'length_buckets', 'slice_scores', 'score_slices', 'plot_slices', 'tfidf_predictions', 'tfidf_baseline',
+           'paired_accuracy_gain', 'EvaluateResult', 'add_curve_scores', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #c69cb629
 from dataclasses import dataclass
@@ -286,14 +286,35 @@ def plot_slices(slices: dict):
     return figure
 
 # %% ../nbs/05_evaluate.ipynb #472454dc
-def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, label_names: list[str]) -> dict:
-    "Fit TF-IDF (character 1-3-grams) + logistic regression on `train`, score it on `test`."
+def tfidf_predictions(train: pd.DataFrame, texts) -> np.ndarray:
+    "The label ids TF-IDF (character 1-3-grams) + logistic regression, fitted on `train`, predicts for `texts`."
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
     classifier = LogisticRegression(max_iter=2000, C=4.0)
     classifier.fit(vectorizer.fit_transform(train["text"]), train["label"])
-    predictions = classifier.predict(vectorizer.transform(test["text"]))
+    return classifier.predict(vectorizer.transform(list(texts)))
+
+def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, label_names: list[str], predictions=None) -> dict:
+    "Score TF-IDF + logistic regression fitted on `train` on `test` (`predictions`: its `tfidf_predictions`, if already made)."
+    predictions = tfidf_predictions(train, test["text"]) if predictions is None else predictions
     scores = score_predictions(test["label"], predictions, label_names)
     return {"model": "tfidf-char-1-3+logreg", **{key: scores[key] for key in ("n", "accuracy", "macro_f1")}}
+
+def paired_accuracy_gain(labels, predictions, baseline_predictions, samples: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> dict:
+    """Accuracy of `predictions` minus that of `baseline_predictions` on the same texts (`accuracy_gain`) and, with
+    `samples`, its paired percentile bootstrap interval (`accuracy_gain_ci`)."""
+    labels = np.asarray(labels)
+    gains = (np.asarray(predictions) == labels).astype(int) - (np.asarray(baseline_predictions) == labels).astype(int)
+    n = len(gains)
+    if n == 0: return {"accuracy_gain": None}
+    result = {"accuracy_gain": float(gains.mean())}
+    if samples:
+        counts = np.array([(gains == -1).sum(), (gains == 0).sum(), (gains == 1).sum()])
+        draws = np.random.default_rng(seed).multinomial(n, counts / n, size=samples)
+        tail = (1 - level) / 2 * 100
+        result["accuracy_gain_ci"] = np.percentile((draws[:, 2] - draws[:, 0]) / n, [tail, 100 - tail]).tolist()
+    return result
+
 
 # %% ../nbs/05_evaluate.ipynb #50ba17ad
 @dataclass
@@ -338,9 +359,14 @@ def run_evaluate(config: RunConfig, run_dir: str|Path) -> EvaluateResult:
     fit_on = (predict(valid), valid["label"].to_numpy()) if settings.temperature_scaling and len(valid) else ()
     scores["calibration"] = calibration_summary(logits, labels, settings.calibration_bins, *fit_on)
     scores["slices"] = score_slices(test, predictions["predicted"], settings.length_buckets)
+    baseline = None
+    if settings.baseline:
+        predictions["baseline_predicted"] = tfidf_predictions(splits["train"], test["text"])
+        baseline = tfidf_baseline(splits["train"], test, label_names, predictions["baseline_predicted"])
+        baseline.update(paired_accuracy_gain(labels, predictions["predicted"], predictions["baseline_predicted"],
+                                             settings.bootstrap_samples, config.seed))
     predictions.to_parquet(run_dir/"data"/"test_predictions.parquet", index=False)
     top_losses(predictions, label_names, settings.top_losses).to_parquet(run_dir/"data"/"top_losses.parquet", index=False)
-    baseline = tfidf_baseline(splits["train"], test, label_names) if settings.baseline else None
     update_metrics(run_dir, test=scores, **({"baseline": baseline} if baseline else {}))
     _save_figures(run_dir, scores, curves, logits, labels, label_names)
     return EvaluateResult(test=scores, baseline=baseline)

@@ -115,6 +115,10 @@ def _scores_block(test: dict, baseline: dict|None) -> str:
                  for name, entry in test["per_class"].items()]
     note = (f"<p>In brackets: 95% bootstrap intervals ({fmt(test['bootstrap_samples'])} resamples of the test texts).</p>"
             if test.get("bootstrap_samples") else "")
+    if baseline and baseline.get("accuracy_gain") is not None:
+        low, high = baseline.get("accuracy_gain_ci") or (None, None)
+        interval = f" (paired 95% interval {100 * low:+.2f} … {100 * high:+.2f})" if low is not None else ""
+        note += f"<p>This model − baseline: {100 * baseline['accuracy_gain']:+.2f} points of accuracy{escape(interval)}.</p>"
     return (note + '<div class="row">' + html_table(rows, ["model (same test split)", "accuracy", "macro-F1"])
             + html_table(per_class, ["label", "precision", "recall", "F1", "ROC-AUC", "average precision", "support"]) + "</div>")
 
