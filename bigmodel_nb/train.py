@@ -523,7 +523,7 @@ def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
         "tokens_per_second": float(train_set.token_count() * trainer.state.epoch / output.metrics["train_runtime"]),
         "best_valid_macro_f1": float(trainer.state.best_metric), "best_step": int(trainer.state.best_global_step or 0),
         "group_by_length": config.train.group_by_length, "label_mix": config.train.label_mix,
-        "unpadded": options["unpadded"], "imbalance": imbalance,
+        "unpadded": options["unpadded"], "imbalance": imbalance, "pooling": config.model.pooling,
         "train_examples": len(train_set),
         "device": str(trainer.args.device), "threads": torch.get_num_threads(), "world_size": int(world_size),
         "started_from": "pretrained" if start_from else (config.model.backbone or "scratch"), "resumed_from": resume,

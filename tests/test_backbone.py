@@ -1,4 +1,5 @@
-"Backbones: `model.backbone: minilm-l6` (the packaged English MiniLM-L6) fine-tuned end to end on an English CSV."
+"""Backbones: `model.backbone: minilm-l6` (the packaged English MiniLM-L6) fine-tuned end to end on an English CSV, with the
+mean-pooling head (`model.pooling: mean`, how all-MiniLM-L6-v2 was trained)."""
 import json, random
 
 import pandas as pd
@@ -34,7 +35,7 @@ def test_minilm_backbone_fine_tunes_on_english_csv(cli, tmp_path):
                  "--set", f"data.sources=[{{path: {tmp_path/'reviews.csv'}}}]", "--set", "data.text_column=review",
                  "--set", "data.label_column=sentiment", "--set", "data.sample=null",
                  "--set", "data.clean.near_duplicates.enabled=false", "--set", "model.backbone=minilm-l6",
-                 "--set", "model.max_length=48", "--set", "train.epochs=2", "--set", "train.batch_size=16",
+                 "--set", "model.max_length=48", "--set", "model.pooling=mean", "--set", "train.epochs=2", "--set", "train.batch_size=16",
                  "--set", "train.learning_rate=1e-4", "--set", "train.threads=2", "--set", "evaluate.baseline=false",
                  "--set", "evaluate.bootstrap_samples=0", "--set", "compress.enabled=false")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -44,6 +45,8 @@ def test_minilm_backbone_fine_tunes_on_english_csv(cli, tmp_path):
     assert metrics["train"]["started_from"] == "minilm-l6"
     model_config = json.loads((run_dir/"model"/"config.json").read_text())
     assert (model_config["hidden_size"], model_config["num_hidden_layers"]) == (384, 6)  # the pretrained architecture
+    assert model_config["model_type"] == "bigmodel-nb-bert-mean"  # mean pooling, no pooler
+    assert metrics["train"]["unpadded"] is True and metrics["train"]["pooling"] == "mean"  # real tokens only, with this head too
     assert metrics["train"]["num_parameters"] > 22_000_000
     # 40 test texts, the label carried by one word: the pretrained encoder learns it in two short epochs
     assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
