@@ -315,7 +315,6 @@ def paired_accuracy_gain(labels, predictions, baseline_predictions, samples: int
         result["accuracy_gain_ci"] = np.percentile((draws[:, 2] - draws[:, 0]) / n, [tail, 100 - tail]).tolist()
     return result
 
-
 # %% ../nbs/05_evaluate.ipynb #50ba17ad
 @dataclass
 class EvaluateResult:

@@ -113,7 +113,6 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_fro
         pad_token_id=tokenizer.pad_token_id, **labels)
     return (MeanPoolingBertForSequenceClassification if mean else BertForSequenceClassification)(config)
 
-
 # %% ../nbs/04_train.ipynb #8309bfff
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
     "Accuracy and macro-F1 of arg-max predictions."
