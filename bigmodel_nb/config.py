@@ -163,6 +163,7 @@ class TrainConfig(Section):
     eval_batch_size: int = Field(64, ge=1)
     threads: int|None = Field(None, ge=1)  # torch intra-op threads (per process); null = torch's default
     save_total_limit: int = Field(2, ge=1)  # checkpoints kept on disk (the best one is always kept)
+    restarts: int = Field(1, ge=1)  # trainings with seeds seed, seed + 1, ...; the one with the best valid macro-F1 is kept
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 class EvaluateConfig(Section):

@@ -88,6 +88,19 @@ def _pretrain_section(run_dir: Path, pretrain: dict|None) -> str:
     return (_metrics_section("Masked-LM pretraining", pretrain, run_dir/"figures"/"pretrain_curve.png")
             .replace("</h2>", "</h2>" + summary + (f"<ul>{lines}</ul>" if lines else ""), 1))
 
+def _training_section(run_dir: Path, train: dict|None) -> str:
+    "The training metrics and learning curve; with `train.restarts` > 1, a row per restart and which one was kept."
+    section = _metrics_section("Training", train, run_dir/"figures"/"learning_curve.png")
+    restarts = (train or {}).get("restarts")
+    if not restarts: return section
+    kept = train.get("selected_restart")
+    rows = [(row["restart"], row["seed"], fmt(row["best_valid_macro_f1"]), row["best_step"], fmt(row["train_seconds"], 4),
+             "kept" if row["restart"] == kept else "") for row in restarts]
+    table = (f"<p>{len(restarts)} restarts; the one with the best valid macro-F1 was kept (the test split played no part). "
+             "The metrics above are the kept one's.</p>"
+             + html_table(rows, ["restart", "seed", "best valid macro-F1", "best step", "train seconds", ""]))
+    return section.replace("</table>", "</table>" + table, 1)
+
 def _stages_section(stages: list[dict]) -> str:
     if not stages: return ""
     rows = []
@@ -204,7 +217,7 @@ def build_report(run_dir: str|Path, stages: list[dict]|None = None, failure: str
         banner, _headline(metrics), _data_section(run_dir),
         _metrics_section("Tokenizer", metrics.get("tokenizer")),
         _pretrain_section(run_dir, metrics.get("pretrain")),
-        _metrics_section("Training", metrics.get("train"), run_dir/"figures"/"learning_curve.png"),
+        _training_section(run_dir, metrics.get("train")),
         _evaluation_section(run_dir, metrics), _compression_section(run_dir, metrics.get("compress")),
         _stages_section(stages or []),
         f"<h2>Config</h2><pre>{escape(config_text)}</pre>" if config_text else ""])
