@@ -13,7 +13,8 @@ TINY = ["data.sample=400", "data.clean.near_duplicates.enabled=false", "model.vo
 
 
 def test_two_cpu_processes_train_one_model(tmp_path):
-    config = load_config(None, TINY + ["train.distributed.nproc_per_node=2"])
+    "Two processes, and two restarts (seeds 42 and 43): both ranks train both, one model is kept."
+    config = load_config(None, TINY + ["train.distributed.nproc_per_node=2", "train.restarts=2"])
     run_data(config, tmp_path)
     run_tokenizer(config, tmp_path)
     save_config(config, tmp_path/"config.yaml")  # the workers read the run's config from its folder
@@ -25,13 +26,15 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     assert [record["rank"] for record in ranks] == [0, 1]
     assert all(record["world_size"] == 2 and record["steps"] > 0 for record in ranks), ranks
     assert ranks[0]["pid"] != ranks[1]["pid"]
-    # each rank took half of every epoch's batches: together they cover the training split once
-    train_size = result.metrics["train_examples"]
-    assert ranks[0]["steps"] == ranks[1]["steps"] == result.metrics["steps"]
-    assert 2 * 16 * (ranks[0]["steps"] - 1) < train_size <= 2 * 16 * ranks[0]["steps"]
+    # in each restart, each rank took half of every epoch's batches: together they cover the training split once
+    train_size, restarts = result.metrics["train_examples"], result.metrics["restarts"]
+    assert [row["seed"] for row in restarts] == [42, 43] and restarts[0]["steps"] == restarts[1]["steps"] == result.metrics["steps"]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 2 * result.metrics["steps"]
+    assert 2 * 16 * (result.metrics["steps"] - 1) < train_size <= 2 * 16 * result.metrics["steps"]
+    assert result.metrics["seed"] == restarts[result.metrics["selected_restart"]]["seed"]
     weights = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*.safetensors"))
     assert weights == [Path("model/model.safetensors")], weights
-    assert not (tmp_path/"checkpoints").exists() and not (tmp_path/".tmp-model").exists()
+    assert not (tmp_path/"checkpoints").exists() and not (tmp_path/".tmp-model").exists() and not (tmp_path/"restarts").exists()
     assert [record["backend"] for record in ranks] == ["gloo", "gloo"]
 
 
