@@ -55,6 +55,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'bigmodel_nb/compress.py'),
                                       'bigmodel_nb.compress._fine_tuner': ('compress.html#_fine_tuner', 'bigmodel_nb/compress.py'),
                                       'bigmodel_nb.compress._narrow_keep': ('compress.html#_narrow_keep', 'bigmodel_nb/compress.py'),
+                                      'bigmodel_nb.compress._progress_reporter': ( 'compress.html#_progress_reporter',
+                                                                                   'bigmodel_nb/compress.py'),
                                       'bigmodel_nb.compress._quiet': ('compress.html#_quiet', 'bigmodel_nb/compress.py'),
                                       'bigmodel_nb.compress._save_side_files': ( 'compress.html#_save_side_files',
                                                                                  'bigmodel_nb/compress.py'),

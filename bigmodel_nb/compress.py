@@ -260,8 +260,9 @@ def linear_sparsity(model) -> float:
 
 # %% ../nbs/05b_compress.ipynb #36b6de41
 def fine_tune(model, train_set, collator, loss_of, epochs: float, learning_rate: float, batch_size: int,
-              seed: int = 0, weight_decay: float = 0.01) -> float:
-    "Train `model` in place for `epochs` minimising `loss_of(model, batch)`; returns the mean loss of the last epoch."
+              seed: int = 0, weight_decay: float = 0.01, progress=None) -> float:
+    """Train `model` in place for `epochs` minimising `loss_of(model, batch)`; returns the mean loss of the last epoch.
+    `progress(step, steps, loss)`, when given, is called after every step."""
     torch.manual_seed(seed)
     lengths = [len(ids) for ids in train_set.input_ids]
     loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, collate_fn=collator,
@@ -276,6 +277,7 @@ def fine_tune(model, train_set, collator, loss_of, epochs: float, learning_rate:
             loss = loss_of(model, batch)
             optimizer.zero_grad(); loss.backward(); optimizer.step(); schedule.step()
             losses.append(loss.item())
+            if progress: progress(len(losses), steps, losses[-1])
             if len(losses) >= steps: break
     model.eval()
     return float(np.mean(losses[-len(loader):]))
@@ -530,7 +532,7 @@ def build_pruned(fp32, tokenizer, folder: Path, amount: float, recover=None) -> 
     model = prune_linear(fp32, amount, permanent=recover is None)
     record = {}
     if recover is not None:
-        record["recovery_loss"] = recover(model, cross_entropy_loss)
+        record["recovery_loss"] = recover(model, cross_entropy_loss, task=f"compress: recovery fine-tuning of {Path(folder).name}")
         make_pruning_permanent(model)
     model.save_pretrained(folder)
     _save_side_files(folder, model.config, tokenizer, {"kind": "pytorch", "format": "save_pretrained", "pruned": amount})
@@ -569,7 +571,7 @@ def build_narrow(fp32, tokenizer, folder: Path, importance: list[torch.Tensor], 
 def build_distilled(fp32, student, description: str, tokenizer, folder: Path, recover, learning_rate: float) -> tuple[TorchRunner, dict]:
     "`student` distilled from fp32 for `DISTILL_EPOCHS` at `learning_rate` (in place), saved with `save_pretrained`."
     started = time.time()
-    loss = recover(student, distillation_loss_of(fp32), DISTILL_EPOCHS, learning_rate)
+    loss = recover(student, distillation_loss_of(fp32), DISTILL_EPOCHS, learning_rate, task="compress: distilling the student")
     seconds = time.time() - started
     student.save_pretrained(folder)
     _save_side_files(folder, student.config, tokenizer, {"kind": "pytorch", "format": "save_pretrained", "distilled": True})
@@ -599,17 +601,31 @@ class CompressResult:
     baseline: str = "fp32"
     def table(self) -> pd.DataFrame: return compression_table(self.variants, self.baseline)
 
+def _progress_reporter(run_dir: Path, task: str, interval: float = 60.0):
+    "A `fine_tune` progress function: `logs/progress.json` at most every second, a printed line with an ETA every `interval` s."
+    started, last = time.time(), {"write": 0.0, "print": time.time()}
+    def report(step: int, steps: int, loss: float):
+        now = time.time()
+        if now - last["write"] >= 1.0 or step == steps:
+            report_progress(run_dir, task, step, steps); last["write"] = now
+        if now - last["print"] >= interval or step == steps:
+            eta = (now - started) / step * (steps - step)
+            print(f"{task}: step {step}/{steps}, loss {loss:.4f} [{now - started:.0f} s elapsed, ETA {eta:.0f} s]", flush=True)
+            last["print"] = now
+    return report
+
 def _fine_tuner(config: RunConfig, run_dir: Path, tokenizer):
-    "A `recover(model, loss_of, epochs, learning_rate)` function that fine-tunes on the train split (encoded on first use)."
+    """A `recover(model, loss_of, epochs, learning_rate, task)` function that fine-tunes on the train split (encoded on first
+    use), reporting its progress as `task`."""
     encoded = {}
-    def recover(model, loss_of, epochs: float|None = None, learning_rate: float|None = None):
+    def recover(model, loss_of, epochs: float|None = None, learning_rate: float|None = None, task: str = "compress: fine-tuning"):
         if "train" not in encoded:
             train = load_splits(run_dir)["train"]
             encoded["train"] = encode_texts(tokenizer, train["text"], train["label"], config.model.max_length)
         epochs = epochs or max(config.compress.recovery_epochs, 1.0)
         return fine_tune(model, encoded["train"], DataCollatorWithPadding(tokenizer), loss_of, epochs,
                          learning_rate or config.train.learning_rate / 10, config.train.batch_size, config.seed,
-                         config.train.weight_decay)
+                         config.train.weight_decay, progress=_progress_reporter(run_dir, task))
     return recover
 
 def _cached(compute):
