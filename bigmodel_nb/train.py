@@ -575,7 +575,8 @@ def train_restarts(config: RunConfig, run_dir: Path, data: TrainingData, rank_re
         metrics, history = train_once(config, run_dir, data, seed, run_dir/CHECKPOINT_DIR/f"restart-{restart}",
                                       run_dir/RESTARTS_DIR/f"restart-{restart}", rank_record, task=f"train {restart + 1}/{len(seeds)}")
         if main:
-            finished.append({"restart": restart, "seed": seed, "metrics": metrics, "history": history})
+            files = read_json(run_dir/RESTARTS_DIR/f"restart-{restart}"/MANIFEST)["files"]
+            finished.append({"restart": restart, "seed": seed, "metrics": metrics, "history": history, "files": files})
             write_json(run_dir/RESTARTS_LOG, finished)
             tidy()
             shutil.rmtree(run_dir/CHECKPOINT_DIR/f"restart-{restart}", ignore_errors=True)
@@ -583,15 +584,17 @@ def train_restarts(config: RunConfig, run_dir: Path, data: TrainingData, rank_re
                   flush=True)
     if not main: return {}, []  # the main process saves the model and the metrics
     best = _best_restart(finished)
-    if not checkpoint_is_complete(run_dir/RESTARTS_DIR/f"restart-{best['restart']}"):
-        raise UserError(f"{run_dir/RESTARTS_DIR}/restart-{best['restart']} (the best restart's model) is missing or incomplete; "
+    kept = run_dir/RESTARTS_DIR/f"restart-{best['restart']}"
+    if checkpoint_is_complete(kept):
+        if (run_dir/MODEL_DIR).exists(): shutil.rmtree(run_dir/MODEL_DIR)
+        os.replace(kept, run_dir/MODEL_DIR)
+    elif not (checkpoint_is_complete(run_dir/MODEL_DIR) and read_json(run_dir/MODEL_DIR/MANIFEST)["files"] == best["files"]):
+        raise UserError(f"{kept} (the best restart's model) is missing or incomplete, and {run_dir/MODEL_DIR} is not it; "
                         f"delete {run_dir/RESTARTS_LOG} and resume to train the restarts again")
-    if (run_dir/MODEL_DIR).exists(): shutil.rmtree(run_dir/MODEL_DIR)
-    os.replace(run_dir/RESTARTS_DIR/f"restart-{best['restart']}", run_dir/MODEL_DIR)
-    shutil.rmtree(run_dir/RESTARTS_DIR, ignore_errors=True)
+    shutil.rmtree(run_dir/RESTARTS_DIR, ignore_errors=True)  # (an interrupted earlier run may have moved it already)
     summary = [{"restart": record["restart"], **{key: record["metrics"][key] for key in _RESTART_KEYS}}
                for record in sorted(finished, key=lambda record: record["restart"])]
-    print(f"kept restart {best['restart'] + 1} (seed {best['seed']}): best valid macro-F1 "
+    print(f"kept seed {best['seed']} (restart {best['restart'] + 1} of {len(seeds)}); best valid macro-F1 of the restarts: "
           + ", ".join(f"{row['best_valid_macro_f1']:.4f}" for row in summary), flush=True)
     return {**best["metrics"], "restarts": summary, "selected_restart": best["restart"],
             "all_restarts_seconds": float(sum(row["train_seconds"] for row in summary))}, best["history"]
