@@ -36,7 +36,7 @@ from .config import RunConfig
 from .data import load_splits, load_card
 from .evaluate import score_predictions
 from .tokenizer import load_tokenizer
-from .train import MODEL_DIR, encode_texts, ShuffledLengthBatches, MeanPoolingBertConfig
+from .train import MODEL_DIR, encode_texts, ShuffledLengthBatches, MeanPoolingBertConfig, _duration
 
 # %% ../nbs/05b_compress.ipynb #4a828854
 class TorchRunner:
@@ -610,7 +610,7 @@ def _progress_reporter(run_dir: Path, task: str, interval: float = 60.0):
             report_progress(run_dir, task, step, steps); last["write"] = now
         if now - last["print"] >= interval or step == steps:
             eta = (now - started) / step * (steps - step)
-            print(f"{task}: step {step}/{steps}, loss {loss:.4f} [{now - started:.0f} s elapsed, ETA {eta:.0f} s]", flush=True)
+            print(f"{task}: step {step}/{steps}, loss {loss:.4f} [{_duration(now - started)} elapsed, ETA {_duration(eta)}]", flush=True)
             last["print"] = now
     return report
 
