@@ -1,14 +1,16 @@
 """Ensemble of finished runs on the same split: average the models' class probabilities on valid and on test.
 
-    .venv/bin/python bench/ensemble_runs.py RUN_DIR RUN_DIR [RUN_DIR ...] [--threads N]
+    .venv/bin/python bench/ensemble_runs.py RUN_DIR RUN_DIR [RUN_DIR ...] [--threads N] [--size K]
 
 Each run's `model/` scores the valid and test splits of the first run (every run must hold the same split). Printed: each
 model's and the ensemble's valid macro-F1 and test accuracy, and the paired bootstrap of the ensemble's test accuracy
 against each member and against the TF-IDF + LR baseline (`baseline_predicted` in the first run's test predictions), by
-`bigmodel_nb.evaluate.paired_accuracy_gain`. An exploration of what averaging several trainings would buy; the training
+`bigmodel_nb.evaluate.paired_accuracy_gain`. With `--size K`, also every K-model subset of the runs: the subset's
+average against the member a `train.restarts` choice would keep (best valid macro-F1), on valid and on test, and the
+mean over subsets (how often averaging beats choosing, judged on valid alone and on test). An exploration of what averaging several trainings would buy; the training
 stage keeps one model (`train.restarts` chooses on valid).
 """
-import argparse, sys
+import argparse, itertools, sys
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
@@ -24,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None, help="also compare every subset of this many runs")
     args = parser.parse_args()
     if len(args.runs) < 2: sys.exit("give at least two run folders")
     if args.threads: torch.set_num_threads(args.threads)
@@ -51,12 +54,35 @@ def main() -> None:
     test_predictions = pd.read_parquet(first/"data"/"test_predictions.parquet")
     if not (test_predictions["text"].values == splits["test"]["text"].values).all():
         sys.exit(f"{first}/data/test_predictions.parquet is not in the test split's order")
+    if args.size: compare_subsets(args.runs, args.size, probabilities, labels)
     comparisons = {run: predicted[run]["test"] for run in args.runs}
     comparisons["tfidf"] = test_predictions["baseline_predicted"].to_numpy()
     for other, other_predictions in comparisons.items():
         gain = paired_accuracy_gain(labels["test"], predicted["ensemble"]["test"], other_predictions, samples=2000)
         low, high = gain["accuracy_gain_ci"]
         print(f"ensemble - {other}: {gain['accuracy_gain'] * 100:+.2f} points (paired 95% CI {low * 100:+.2f} … {high * 100:+.2f})")
+
+
+def compare_subsets(runs: list[str], size: int, probabilities: dict, labels: dict) -> None:
+    "Every `size`-run subset: its averaged probabilities against its member with the best valid macro-F1."
+    def scores(by_split):
+        predicted = {name: value.argmax(axis=1) for name, value in by_split.items()}
+        return (f1_score(labels["valid"], predicted["valid"], average="macro"), (predicted["test"] == labels["test"]).mean())
+    single = {run: scores(probabilities[run]) for run in runs}
+    rows = []
+    for subset in itertools.combinations(runs, size):
+        chosen = max(subset, key=lambda run: single[run][0])  # what train.restarts keeps (ties: the earliest)
+        average = scores({name: np.mean([probabilities[run][name] for run in subset], axis=0) for name in labels})
+        rows.append({"subset": " + ".join(Path(run).name for run in subset), "chosen": Path(chosen).name,
+                     "chosen_valid_f1": single[chosen][0], "average_valid_f1": average[0],
+                     "chosen_test_acc": single[chosen][1], "average_test_acc": average[1]})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda value: f"{value:.4f}"))
+    print(f"mean over {len(table)} subsets of {size}: valid macro-F1 chosen {table.chosen_valid_f1.mean():.4f}, "
+          f"average {table.average_valid_f1.mean():.4f}; test accuracy chosen {table.chosen_test_acc.mean():.4f}, "
+          f"average {table.average_test_acc.mean():.4f}; the average higher on valid in "
+          f"{(table.average_valid_f1 > table.chosen_valid_f1).sum()} of {len(table)}, on test in "
+          f"{(table.average_test_acc > table.chosen_test_acc).sum()}")
 
 
 if __name__ == "__main__": main()

@@ -14,7 +14,7 @@ __all__ = ['LATENCY_LENGTH', 'LATENCY_BATCH_SIZES', 'INT8_BACKENDS', 'INT8_FILE'
            'narrow_ffn_student', 'importance_batches', 'LogitsOnly', 'onnx_input_names', 'export_onnx',
            'strip_node_metadata', 'quantize_onnx', 'accuracy_drop_points', 'select_variant', 'compression_table',
            'plot_compression', 'LoadedVariant', 'load_variant', 'build_pytorch_int8', 'build_pruned', 'build_onnx',
-           'build_onnx_int8', 'build_onnx_int8_of', 'build_narrow', 'build_distilled', 'score_variant',
+           'build_onnx_int8', 'build_onnx_int8_of', 'student_base', 'build_narrow', 'build_distilled', 'score_variant',
            'CompressResult', 'build_variants', 'measure_variants', 'run_compress']
 
 # %% ../nbs/05b_compress.ipynb #6dd0f575
@@ -36,7 +36,8 @@ from .config import RunConfig
 from .data import load_splits, load_card
 from .evaluate import score_predictions
 from .tokenizer import load_tokenizer
-from .train import MODEL_DIR, encode_texts, ShuffledLengthBatches, MeanPoolingBertConfig, _duration
+from .train import (MODEL_DIR, encode_texts, ShuffledLengthBatches, MeanPoolingBertConfig, AveragedClassifier,
+                               AveragedClassifierConfig, _duration)
 
 # %% ../nbs/05b_compress.ipynb #4a828854
 class TorchRunner:
@@ -124,7 +125,9 @@ def weights_bytes(folder: str|Path) -> int:
 # %% ../nbs/05b_compress.ipynb #7e0a2752
 def matmul_flops_per_sequence(model_config, length: int = LATENCY_LENGTH) -> int:
     """Matmul FLOPs of one `length`-token sequence through the BERT classifier `model_config` describes, from its shapes (a
-    mean-pooling model has no pooler)."""
+    mean-pooling model has no pooler; an averaged model does its members' work)."""
+    if isinstance(model_config, AveragedClassifierConfig):
+        return sum(matmul_flops_per_sequence(member, length) for member in model_config.member_configs())
     hidden, inner = model_config.hidden_size, model_config.intermediate_size
     pooler = 0 if model_config.model_type == MeanPoolingBertConfig.model_type else 2 * hidden * hidden
     per_layer = (2 * length * hidden * hidden * 4      # query, key, value and output projections
@@ -557,6 +560,11 @@ def build_onnx_int8_of(model, tokenizer, folder: Path, sample_texts, threads: in
         runner, quantized = build_onnx_int8(Path(scratch)/ONNX_FILE, model, tokenizer, folder, threads)
     return runner, {**record, **quantized}
 
+def student_base(model):
+    """The model a student is cut from: `model` itself, or an averaged model's first member (distillation then teaches it the
+    average's predictions)."""
+    return model.members[0] if isinstance(model, AveragedClassifier) else model
+
 def _shape(model) -> dict:
     return {"layers": model.config.num_hidden_layers, "intermediate_size": model.config.intermediate_size}
 
@@ -575,8 +583,10 @@ def build_distilled(fp32, student, description: str, tokenizer, folder: Path, re
     seconds = time.time() - started
     student.save_pretrained(folder)
     _save_side_files(folder, student.config, tokenizer, {"kind": "pytorch", "format": "save_pretrained", "distilled": True})
-    return TorchRunner(student), {**_shape(student), "student": description, "teacher_layers": fp32.config.num_hidden_layers,
-                                  "teacher_intermediate_size": fp32.config.intermediate_size, "distill_loss": loss,
+    base = student_base(fp32)
+    teacher = {"teacher_members": len(fp32.members)} if base is not fp32 else {}
+    return TorchRunner(student), {**_shape(student), "student": description, "teacher_layers": base.config.num_hidden_layers,
+                                  "teacher_intermediate_size": base.config.intermediate_size, **teacher, "distill_loss": loss,
                                   "distill_seconds": round(seconds, 1), "distill_epochs": DISTILL_EPOCHS,
                                   "distill_learning_rate": learning_rate, "temperature": DISTILL_TEMPERATURE, "alpha": DISTILL_ALPHA}
 
@@ -653,15 +663,17 @@ def _student_builders(config: RunConfig, run_dir: Path, fp32, tokenizer, sample_
     int8_of = lambda name: lambda built: build_pytorch_int8(  # the backend probe's answer carries over: same kind of layers
         built[name][0].model, tokenizer, out/f"{name}_int8", probe_batch, backend=built["pytorch_int8"][1]["backend"],
         backend_reason=f"pytorch_int8's backend ({name} has the same kind of Linear layers)")
-    keep = _narrow_keep(fp32)
-    importance = _cached(lambda: ffn_importance(fp32, importance_batches(tokenizer, _train_texts(run_dir), config.model.max_length)))
+    base = student_base(fp32)  # an averaged model's students are cut from its first member and learn from the average
+    keep = _narrow_keep(base)
+    importance = _cached(lambda: ffn_importance(base, importance_batches(tokenizer, _train_texts(run_dir), config.model.max_length)))
     if keep is not None:  # the student before distillation: what distilling it adds
-        builders[f"ffn_{keep}"] = lambda built: build_narrow(fp32, tokenizer, out/f"ffn_{keep}", importance(), keep)
+        builders[f"ffn_{keep}"] = lambda built: build_narrow(base, tokenizer, out/f"ffn_{keep}", importance(), keep)
         builders[f"ffn_{keep}_int8"] = int8_of(f"ffn_{keep}")
     if DISTILL_STUDENT == "narrow_ffn" and keep is not None:
-        make_student = lambda: (narrow_ffn_student(fp32, importance(), keep), f"feed-forward narrowed to {keep} of "
-                                f"{fp32.config.intermediate_size} neurons per layer, then distilled")
-    else: make_student = lambda: (half_depth_student(fp32), "every other layer of the teacher, then distilled")
+        make_student = lambda: (narrow_ffn_student(base, importance(), keep), f"feed-forward narrowed to {keep} of "
+                                f"{base.config.intermediate_size} neurons per layer, then distilled"
+                                + (f" from the average of {len(fp32.members)} models" if base is not fp32 else ""))
+    else: make_student = lambda: (half_depth_student(base), "every other layer of the teacher, then distilled")
     builders["distilled"] = lambda built: build_distilled(fp32, *make_student(), tokenizer, out/"distilled", recover,
                                                           config.train.learning_rate * DISTILL_LEARNING_RATE_SCALE)
     builders["distilled_int8"] = int8_of("distilled")

@@ -164,7 +164,15 @@ class TrainConfig(Section):
     threads: int|None = Field(None, ge=1)  # torch intra-op threads (per process); null = torch's default
     save_total_limit: int = Field(2, ge=1)  # checkpoints kept on disk (the best one is always kept)
     restarts: int = Field(1, ge=1)  # trainings with seeds seed, seed + 1, ...; the one with the best valid macro-F1 is kept
+    ensemble: bool = False  # with restarts >= 2: keep every restart's model and predict the mean of their probabilities
+                            # (one model folder; inference costs `restarts` times one model's)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @model_validator(mode="after")
+    def _ensemble_needs_restarts(self):
+        if self.ensemble and self.restarts < 2:
+            raise ValueError(f"ensemble: true averages the restarts' models, but restarts is {self.restarts}: set restarts to 2 or more")
+        return self
 
 class EvaluateConfig(Section):
     "Held-out evaluation."

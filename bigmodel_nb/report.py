@@ -89,15 +89,19 @@ def _pretrain_section(run_dir: Path, pretrain: dict|None) -> str:
             .replace("</h2>", "</h2>" + summary + (f"<ul>{lines}</ul>" if lines else ""), 1))
 
 def _training_section(run_dir: Path, train: dict|None) -> str:
-    "The training metrics and learning curve; with `train.restarts` > 1, a row per restart and which one was kept."
+    """The training metrics and learning curve; with `train.restarts` > 1, a row per restart and which one was kept (or that
+    they were averaged)."""
     section = _metrics_section("Training", train, run_dir/"figures"/"learning_curve.png")
     restarts = (train or {}).get("restarts")
     if not restarts: return section
-    kept = train.get("selected_restart")
+    kept, averaged = train.get("selected_restart"), train.get("ensemble", False)
     rows = [(row["restart"], row["seed"], fmt(row["best_valid_macro_f1"]), row["best_step"], fmt(row["train_seconds"], 4),
-             "kept" if row["restart"] == kept else "") for row in restarts]
-    table = (f"<p>{len(restarts)} restarts; the one with the best valid macro-F1 was kept (the test split played no part). "
-             "The metrics above are the kept one's.</p>"
+             "averaged" if averaged else "kept" if row["restart"] == kept else "") for row in restarts]
+    how = (f"{len(restarts)} restarts, averaged into one model (the mean of their class probabilities; train.ensemble). "
+           "The valid macro-F1 above is the average's, the times are all restarts' together." if averaged else
+           f"{len(restarts)} restarts; the one with the best valid macro-F1 was kept (the test split played no part). "
+           "The metrics above are the kept one's.")
+    table = (f"<p>{how}</p>"
              + html_table(rows, ["restart", "seed", "best valid macro-F1", "best step", "train seconds", ""]))
     return section.replace("</table>", "</table>" + table, 1)
 

@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['PRETRAINED_DIR', 'MANIFEST', 'MODEL_DIR', 'CHECKPOINT_DIR', 'RESTARTS_DIR', 'RESTARTS_LOG', 'EncodedTexts',
            'encode_texts', 'MeanPoolingBertConfig', 'MeanPoolingBertForSequenceClassification', 'mean_pooling_config',
-           'build_model', 'classification_scores', 'ProgressCallback', 'unpadded_supported', 'UnpaddedBatch',
-           'unpad_batch', 'unpadded_logits', 'TextTrainer', 'length_label_order', 'ShuffledLengthBatches',
-           'LengthGroupedTrainer', 'class_weights', 'WeightedLoss', 'resample_indices', 'stage_arguments',
-           'training_arguments', 'ddp_backend', 'write_manifest', 'checkpoint_is_complete', 'last_complete_checkpoint',
-           'CheckpointManifest', 'save_model_atomically', 'plot_learning_curve', 'TrainResult', 'RankRecord',
-           'start_point', 'trainer_options', 'restart_seeds', 'TrainingData', 'training_data', 'train_once',
-           'train_restarts', 'run_train', 'launch_distributed', 'train_worker']
+           'build_model', 'AveragedClassifierConfig', 'AveragedClassifier', 'classification_scores', 'ProgressCallback',
+           'unpadded_supported', 'UnpaddedBatch', 'unpad_batch', 'unpadded_logits', 'TextTrainer', 'length_label_order',
+           'ShuffledLengthBatches', 'LengthGroupedTrainer', 'class_weights', 'WeightedLoss', 'resample_indices',
+           'stage_arguments', 'training_arguments', 'ddp_backend', 'write_manifest', 'checkpoint_is_complete',
+           'last_complete_checkpoint', 'CheckpointManifest', 'save_model_atomically', 'plot_learning_curve',
+           'TrainResult', 'RankRecord', 'start_point', 'trainer_options', 'restart_seeds', 'TrainingData',
+           'training_data', 'train_once', 'train_restarts', 'valid_macro_f1', 'average_restarts', 'run_train',
+           'launch_distributed', 'train_worker']
 
 # %% ../nbs/04_train.ipynb #32274633
 import json, math, os, re, shutil, subprocess, sys, time
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import (AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, DataCollatorWithPadding,
-                          EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
+                          PreTrainedConfig, PreTrainedModel, EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import can_return_tuple, logging as transformers_logging
 
@@ -113,6 +114,54 @@ def build_model(model: ModelConfig, tokenizer, label_names: list[str], start_fro
         attention_probs_dropout_prob=model.dropout, max_position_embeddings=max(512, model.max_length),
         pad_token_id=tokenizer.pad_token_id, **labels)
     return (MeanPoolingBertForSequenceClassification if mean else BertForSequenceClassification)(config)
+
+# %% ../nbs/04_train.ipynb #42c6a1b1
+class AveragedClassifierConfig(PreTrainedConfig):
+    "The config of an `AveragedClassifier`: its members' configs (as dicts) and the seeds they were trained with."
+    model_type = "bigmodel-nb-average"
+    def __init__(self, members: list[dict]|None = None, seeds: list[int]|None = None, **kwargs):
+        self.members, self.seeds = list(members or []), list(seeds or [])
+        super().__init__(**kwargs)
+    def member_configs(self) -> list: return [AutoConfig.for_model(**member) for member in self.members]
+
+class AveragedClassifier(PreTrainedModel):
+    """Sequence classifiers with the same labels and tokenizer as one model that predicts the mean of their class
+    probabilities; its logits are the log of that mean."""
+    config_class = AveragedClassifierConfig
+    base_model_prefix = "members"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.members = torch.nn.ModuleList(AutoModelForSequenceClassification.from_config(member)
+                                           for member in config.member_configs())
+        self.post_init()
+
+    def _init_weights(self, module): pass  # every weight comes from the members' own training
+
+    @classmethod
+    def of(cls, models: list, seeds: list[int]|None = None) -> "AveragedClassifier":
+        "The average of `models` (trained with `seeds`), their weights copied."
+        first = models[0].config
+        for index, model in enumerate(models[1:], 1):
+            if model.config.id2label != first.id2label:
+                raise UserError(f"model {index} predicts labels {model.config.id2label}, model 0 {first.id2label}: "
+                                "only classifiers of the same labels can be averaged")
+        config = AveragedClassifierConfig(members=[model.config.to_dict() for model in models], seeds=seeds,
+                                          id2label=first.id2label, label2id=first.label2id)
+        averaged = cls(config)
+        for member, model in zip(averaged.members, models): member.load_state_dict(model.state_dict())
+        return averaged.eval()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs) -> SequenceClassifierOutput:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None: inputs["token_type_ids"] = token_type_ids
+        probabilities = torch.stack([member(**inputs).logits.float().softmax(-1) for member in self.members]).mean(0)
+        logits = probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+        loss = None if labels is None else torch.nn.functional.nll_loss(logits, labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+AutoConfig.register(AveragedClassifierConfig.model_type, AveragedClassifierConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(AveragedClassifierConfig, AveragedClassifier, exist_ok=True)
 
 # %% ../nbs/04_train.ipynb #8309bfff
 def classification_scores(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -555,16 +604,17 @@ def _best_restart(finished: list[dict]) -> dict:
     return max(finished, key=lambda record: (record["metrics"]["best_valid_macro_f1"], -record["restart"]))
 
 def train_restarts(config: RunConfig, run_dir: Path, data: TrainingData, rank_record: RankRecord) -> tuple[dict, list[dict]]:
-    """`train.restarts` trainings with seeds `seed`, `seed + 1`, ...; the one with the best valid macro-F1 becomes `model/`.
-    Each finished training is recorded in `logs/restarts.json`, and only the best model so far is kept, so a resumed run
-    skips the finished ones and continues the interrupted one from its last checkpoint."""
-    seeds, main = restart_seeds(config), _is_main_process()
+    """`train.restarts` trainings with seeds `seed`, `seed + 1`, ...; the one with the best valid macro-F1 becomes `model/`
+    (with `train.ensemble`, the average of them all). Each finished training is recorded in `logs/restarts.json`, and only
+    the best model so far is kept (every one, to be averaged), so a resumed run skips the finished ones and continues the
+    interrupted one from its last checkpoint."""
+    seeds, main, average = restart_seeds(config), _is_main_process(), config.train.ensemble
     finished = [record for record in read_json(run_dir/RESTARTS_LOG) or []
                 if record["restart"] < len(seeds) and record["seed"] == seeds[record["restart"]]]
-    def tidy():  # keep the best finished restart's model only
-        keep = f"restart-{_best_restart(finished)['restart']}" if finished else None
+    def tidy():  # keep the best finished restart's model only (each finished one, to be averaged)
+        keep = {f"restart-{record['restart']}" for record in (finished if average else [_best_restart(finished)] if finished else [])}
         for folder in (run_dir/RESTARTS_DIR).glob("*") if (run_dir/RESTARTS_DIR).is_dir() else []:
-            if folder.name != keep: shutil.rmtree(folder, ignore_errors=True)
+            if folder.name not in keep: shutil.rmtree(folder, ignore_errors=True)
     if main: tidy()
     done = {record["restart"] for record in finished}
     for restart, seed in enumerate(seeds):
@@ -583,6 +633,9 @@ def train_restarts(config: RunConfig, run_dir: Path, data: TrainingData, rank_re
             print(f"restart {restart + 1}/{len(seeds)} (seed {seed}): best valid macro-F1 {metrics['best_valid_macro_f1']:.4f}",
                   flush=True)
     if not main: return {}, []  # the main process saves the model and the metrics
+    summary = [{"restart": record["restart"], **{key: record["metrics"][key] for key in _RESTART_KEYS}}
+               for record in sorted(finished, key=lambda record: record["restart"])]
+    if average: return average_restarts(config, run_dir, data, finished, seeds, summary)
     best = _best_restart(finished)
     kept = run_dir/RESTARTS_DIR/f"restart-{best['restart']}"
     if checkpoint_is_complete(kept):
@@ -592,12 +645,52 @@ def train_restarts(config: RunConfig, run_dir: Path, data: TrainingData, rank_re
         raise UserError(f"{kept} (the best restart's model) is missing or incomplete, and {run_dir/MODEL_DIR} is not it; "
                         f"delete {run_dir/RESTARTS_LOG} and resume to train the restarts again")
     shutil.rmtree(run_dir/RESTARTS_DIR, ignore_errors=True)  # (an interrupted earlier run may have moved it already)
-    summary = [{"restart": record["restart"], **{key: record["metrics"][key] for key in _RESTART_KEYS}}
-               for record in sorted(finished, key=lambda record: record["restart"])]
     print(f"kept seed {best['seed']} (restart {best['restart'] + 1} of {len(seeds)}); best valid macro-F1 of the restarts: "
           + ", ".join(f"{row['best_valid_macro_f1']:.4f}" for row in summary), flush=True)
     return {**best["metrics"], "restarts": summary, "selected_restart": best["restart"],
             "all_restarts_seconds": float(sum(row["train_seconds"] for row in summary))}, best["history"]
+
+def valid_macro_f1(model, data: TrainingData, batch_size: int) -> float:
+    "Macro-F1 of `model` on the valid split (batches padded by the collator, as the Trainer evaluates)."
+    collate, logits = DataCollatorWithPadding(data.tokenizer), []
+    with torch.inference_mode():
+        for start in range(0, len(data.valid_set), batch_size):
+            batch = collate([data.valid_set[index] for index in range(start, min(start + batch_size, len(data.valid_set)))])
+            logits.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().numpy())
+    return classification_scores(np.concatenate(logits), np.asarray(data.valid_set.labels))["macro_f1"]
+
+def average_restarts(config: RunConfig, run_dir: Path, data: TrainingData, finished: list[dict], seeds: list[int],
+                     summary: list[dict]) -> tuple[dict, list[dict]]:
+    """`train.ensemble`: the restarts' models as one `AveragedClassifier` in `model/` (written atomically, then the restarts'
+    folders deleted); returns its metrics (valid macro-F1 of the average) and the first restart's history."""
+    folders, target = [run_dir/RESTARTS_DIR/f"restart-{row['restart']}" for row in summary], run_dir/MODEL_DIR
+    if all(checkpoint_is_complete(folder) for folder in folders):
+        averaged = AveragedClassifier.of([AutoModelForSequenceClassification.from_pretrained(folder) for folder in folders], seeds)
+        temporary = target.with_name(f".tmp-{target.name}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        averaged.save_pretrained(temporary); data.tokenizer.save_pretrained(temporary)
+        write_manifest(temporary)
+        if target.exists(): shutil.rmtree(target)
+        os.replace(temporary, target)
+    else:
+        saved = AutoConfig.from_pretrained(target) if checkpoint_is_complete(target) else None
+        if not (isinstance(saved, AveragedClassifierConfig) and saved.seeds == seeds):
+            raise UserError(f"the restarts' models under {run_dir/RESTARTS_DIR} are missing or incomplete, and {target} is not "
+                            f"their average; delete {run_dir/RESTARTS_LOG} and resume to train the restarts again")
+    shutil.rmtree(run_dir/RESTARTS_DIR, ignore_errors=True)
+    averaged = AutoModelForSequenceClassification.from_pretrained(target).eval()
+    score = valid_macro_f1(averaged, data, config.train.eval_batch_size)
+    print(f"averaged {len(seeds)} restarts (seeds {', '.join(map(str, seeds))}): valid macro-F1 {score:.4f}; the restarts' own: "
+          + ", ".join(f"{row['best_valid_macro_f1']:.4f}" for row in summary), flush=True)
+    first = min(finished, key=lambda record: record["restart"])
+    seconds = sum(row["train_seconds"] for row in summary)
+    samples = sum(record["metrics"]["samples_per_second"] * record["metrics"]["train_seconds"] for record in finished)
+    tokens = sum(record["metrics"]["tokens_per_second"] * record["metrics"]["train_seconds"] for record in finished)
+    return {**first["metrics"], "num_parameters": int(sum(p.numel() for p in averaged.parameters())),
+            "steps": sum(row["steps"] for row in summary), "train_seconds": seconds, "samples_per_second": samples / seconds,
+            "tokens_per_second": tokens / seconds, "best_valid_macro_f1": score, "best_step": None,
+            "resumed_from": None, "ensemble": True, "restarts": summary, "selected_restart": None,
+            "all_restarts_seconds": seconds}, first["history"]
 
 def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
     "The training stage: fine-tune on train (`train.restarts` times), select on valid, save the best model to `run_dir/model`."
