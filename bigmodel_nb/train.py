@@ -689,7 +689,7 @@ def average_restarts(config: RunConfig, run_dir: Path, data: TrainingData, finis
     return {**first["metrics"], "num_parameters": int(sum(p.numel() for p in averaged.parameters())),
             "steps": sum(row["steps"] for row in summary), "train_seconds": seconds, "samples_per_second": samples / seconds,
             "tokens_per_second": tokens / seconds, "best_valid_macro_f1": score, "best_step": None,
-            "resumed_from": None, "ensemble": True, "restarts": summary, "selected_restart": None,
+            "resumed_from": None, "ensemble": True, "seeds": seeds, "restarts": summary, "selected_restart": None,
             "all_restarts_seconds": seconds}, first["history"]
 
 def run_train(config: RunConfig, run_dir: str|Path) -> TrainResult:
