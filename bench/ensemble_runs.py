@@ -19,7 +19,7 @@ from sklearn.metrics import f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bigmodel_nb.config import load_config
-import bigmodel_nb.train  # registers the mean-pooling classifier with the Auto classes
+import bigmodel_nb.train  # registers the mean-pooling and averaged classifiers with the Auto classes
 from bigmodel_nb.evaluate import paired_accuracy_gain, predict_proba
 
 
