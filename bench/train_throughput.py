@@ -314,7 +314,7 @@ def main(argv=None) -> dict:
         for name in order:
             setup, load = setups[name], os.getloadavg()[0]
             model, seconds, counter, steps, options = train_arm(setup, round_config, tokenizer, label_names, work/name)
-            scores = test_scores(model, tokenizer, test, setup.max_length, config.train.eval_batch_size)
+            scores = test_scores(model, tokenizer, test, setup.max_length, config.runtime.batch_size)
             runs[name].append({"round": number, "seed": seed, "seconds": seconds, "samples": counter.samples, "steps": steps,
                                "positions": counter.positions, "real_tokens": counter.real_tokens, "trainer": options,
                                "load_at_start": load,

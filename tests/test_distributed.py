@@ -3,35 +3,33 @@ import json
 from pathlib import Path
 
 from bigmodel_nb.config import load_config, save_config
-from bigmodel_nb.data import run_data
-from bigmodel_nb.tokenizer import run_tokenizer
+from bigmodel_nb.stage import get_stage
 from bigmodel_nb.train import run_train
 
 TINY = ["data.sample=400", "data.clean.near_duplicates.enabled=false", "model.vocab_size=800", "model.hidden_size=32",
         "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64", "model.max_length=48", "train.epochs=1",
-        "train.batch_size=16", "train.threads=1"]
+        "train.batch_size=16", "runtime.threads=1"]
 
 
 def test_two_cpu_processes_train_one_model(tmp_path):
     "Two processes, and two restarts (seeds 42 and 43): both ranks train both, one model is kept."
     config = load_config(None, TINY + ["train.distributed.nproc_per_node=2", "train.restarts=2"])
-    run_data(config, tmp_path)
-    run_tokenizer(config, tmp_path)
+    for stage in ("data", "tokenizer"): get_stage(stage).run(config, tmp_path)
     save_config(config, tmp_path/"config.yaml")  # the workers read the run's config from its folder
-    result = run_train(config, tmp_path)
+    train = run_train(config, tmp_path)["train"]
 
-    assert result.metrics["world_size"] == 2
+    assert train["world_size"] == 2
     assert json.loads((tmp_path/"metrics.json").read_text())["train"]["world_size"] == 2
     ranks = [json.loads((tmp_path/"logs"/"ranks"/f"rank-{rank}.json").read_text()) for rank in (0, 1)]
     assert [record["rank"] for record in ranks] == [0, 1]
     assert all(record["world_size"] == 2 and record["steps"] > 0 for record in ranks), ranks
     assert ranks[0]["pid"] != ranks[1]["pid"]
     # in each restart, each rank took half of every epoch's batches: together they cover the training split once
-    train_size, restarts = result.metrics["train_examples"], result.metrics["restarts"]
-    assert [row["seed"] for row in restarts] == [42, 43] and restarts[0]["steps"] == restarts[1]["steps"] == result.metrics["steps"]
-    assert ranks[0]["steps"] == ranks[1]["steps"] == 2 * result.metrics["steps"]
-    assert 2 * 16 * (result.metrics["steps"] - 1) < train_size <= 2 * 16 * result.metrics["steps"]
-    assert result.metrics["seed"] == restarts[result.metrics["selected_restart"]]["seed"]
+    train_size, restarts = train["train_examples"], train["restarts"]
+    assert [row["seed"] for row in restarts] == [42, 43] and restarts[0]["steps"] == restarts[1]["steps"] == train["steps"]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 2 * train["steps"]
+    assert 2 * 16 * (train["steps"] - 1) < train_size <= 2 * 16 * train["steps"]
+    assert train["seed"] == restarts[train["selected_restart"]]["seed"]
     weights = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*.safetensors"))
     assert weights == [Path("model/model.safetensors")], weights
     assert not (tmp_path/"checkpoints").exists() and not (tmp_path/".tmp-model").exists() and not (tmp_path/"restarts").exists()

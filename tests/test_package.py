@@ -21,8 +21,8 @@ def test_nbdev_export_changes_nothing(tmp_path):
 def test_workflow_notebooks_have_parameters_cells():
     "papermill needs the `parameters` tag (nbdev-clean must keep it) to inject the run's values."
     import nbformat
-    from bigmodel_nb.pipeline import STAGES, workflow_notebook
-    for stage in STAGES:
+    from bigmodel_nb.stage import REGISTRY, workflow_notebook
+    for stage in REGISTRY:
         notebook = nbformat.read(workflow_notebook(stage), as_version=4)
         tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
         assert len(tagged) == 1, stage

@@ -7,7 +7,7 @@ from conftest import ROOT, cli_path, run_cli
 SETTINGS = ["data.sample=1000", "data.clean.near_duplicates.enabled=false", "model.vocab_size=1500", "model.hidden_size=64",
             "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=128", "model.max_length=64",
             "train.epochs=2", "train.evals_per_epoch=4", "train.batch_size=16", "train.learning_rate=2e-3",
-            "train.early_stopping_patience=0", "train.threads=1", "evaluate.baseline=false", "evaluate.bootstrap_samples=0",
+            "train.early_stopping_patience=0", "runtime.threads=1", "evaluate.baseline=false", "evaluate.bootstrap_samples=0",
             "compress.enabled=false", "name=resume"]
 OVERRIDES = [part for setting in SETTINGS for part in ("--set", setting)]
 
@@ -18,7 +18,7 @@ def committed_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def test_sigkill_during_training_then_resume(tmp_path):
-    from bigmodel_nb.train import checkpoint_is_complete
+    from bigmodel_nb.artifacts import checkpoint_is_complete
 
     # the same config, uninterrupted: the reference
     reference = run_cli("run", "configs/quick.yaml", *OVERRIDES, "--out", str(tmp_path/"whole"))

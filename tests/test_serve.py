@@ -50,14 +50,15 @@ def probabilities_of(answer: dict, label_names: list[str]) -> np.ndarray:
     return np.array([[prediction["probabilities"][name] for name in label_names] for prediction in answer["predictions"]])
 
 def test_server_answers_rejects_and_stops_cleanly(tiny_run, tmp_path):
-    from bigmodel_nb.compress import load_variant, torch_threads
+    from bigmodel_nb.compress import torch_threads
+    from bigmodel_nb.inference import load_variant
     from bigmodel_nb.config import load_config
     selected = json.loads((tiny_run/"compressed"/"selected.json").read_text())
     config, card = load_config(tiny_run/"config.yaml"), json.loads((tiny_run/"data"/"card.json").read_text())
     label_names, texts = card["label_names"], pd.read_parquet(tiny_run/"data"/"test.parquet")["text"].tolist()
     variant = load_variant(tiny_run/selected["path"])
     def reference(batch):
-        with torch_threads(1): return variant.predict_proba(batch, config.model.max_length, config.train.eval_batch_size)
+        with torch_threads(1): return variant.predict_proba(batch, config.model.max_length, config.runtime.batch_size)
     log_path = tiny_run/"logs"/"serve.jsonl"
     lines_before = len(log_path.read_text().splitlines()) if log_path.exists() else 0
 
