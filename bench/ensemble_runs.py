@@ -19,8 +19,10 @@ from sklearn.metrics import f1_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bigmodel_nb.config import load_config
-import bigmodel_nb.train  # registers the mean-pooling and averaged classifiers with the Auto classes
-from bigmodel_nb.evaluate import paired_accuracy_gain, predict_proba
+import bigmodel_nb.heads  # registers the mean-pooling and averaged classifiers with the Auto classes
+from bigmodel_nb.evaluate import paired_accuracy_gain
+from bigmodel_nb.inference import predict_proba
+from bigmodel_nb.rundir import RunDir
 
 
 def main() -> None:
@@ -33,20 +35,20 @@ def main() -> None:
     if len(args.runs) < 2: sys.exit("give at least two run folders")
     if args.threads: torch.set_num_threads(args.threads)
     first = Path(args.runs[0])
-    splits = {name: pd.read_parquet(first/"data"/f"{name}.parquet") for name in ("valid", "test")}
+    splits = {name: pd.read_parquet(RunDir(first).split(name)) for name in ("valid", "test")}
     for run in args.runs[1:]:
         for name, frame in splits.items():
-            other = pd.read_parquet(Path(run)/"data"/f"{name}.parquet")
+            other = pd.read_parquet(RunDir(run).split(name))
             if len(other) != len(frame) or not (other["text"].values == frame["text"].values).all():
                 sys.exit(f"{run}: its {name} split differs from {first}'s; an ensemble comparison needs the same split")
-    max_length = load_config(first/"config.yaml").model.max_length
+    max_length = load_config(RunDir(first).config).model.max_length
     probabilities = {}
     for run in args.runs:
         cached = Path(args.cache)/f"{Path(run).resolve().as_posix().strip('/').replace('/', '_')}.npz" if args.cache else None
-        if cached and cached.exists() and cached.stat().st_mtime > (Path(run)/"model"/"model.safetensors").stat().st_mtime:
+        if cached and cached.exists() and cached.stat().st_mtime > (RunDir(run).model/"model.safetensors").stat().st_mtime:
             probabilities[run] = dict(np.load(cached)); print(f"{run}: probabilities from {cached}", flush=True); continue
-        model = AutoModelForSequenceClassification.from_pretrained(Path(run)/"model").eval()
-        tokenizer = AutoTokenizer.from_pretrained(Path(run)/"model")
+        model = AutoModelForSequenceClassification.from_pretrained(RunDir(run).model).eval()
+        tokenizer = AutoTokenizer.from_pretrained(RunDir(run).model)
         probabilities[run] = {name: predict_proba(model, tokenizer, frame["text"].tolist(), max_length)
                               for name, frame in splits.items()}
         if cached: cached.parent.mkdir(parents=True, exist_ok=True); np.savez(cached, **probabilities[run])
@@ -57,9 +59,9 @@ def main() -> None:
     for key, by_split in predicted.items():
         print(f"{key}: valid macro-F1 {f1_score(labels['valid'], by_split['valid'], average='macro'):.4f}, "
               f"test accuracy {(by_split['test'] == labels['test']).mean():.4f}")
-    test_predictions = pd.read_parquet(first/"data"/"test_predictions.parquet")
+    test_predictions = pd.read_parquet(RunDir(first).test_predictions)
     if not (test_predictions["text"].values == splits["test"]["text"].values).all():
-        sys.exit(f"{first}/data/test_predictions.parquet is not in the test split's order")
+        sys.exit(f"{RunDir(first).test_predictions} is not in the test split's order")
     if args.size: compare_subsets(args.runs, args.size, probabilities, labels)
     comparisons = {run: predicted[run]["test"] for run in args.runs}
     comparisons["tfidf"] = test_predictions["baseline_predicted"].to_numpy()

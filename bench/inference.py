@@ -6,8 +6,8 @@ and ONNX Runtime latencies degrade while a second process loads the CPU.
     .venv/bin/python bench/inference.py                        # builds a small model first (about a minute)
     .venv/bin/python bench/inference.py --run RUN_DIR --rebuild --set compress.distill=true   # with the distilled students
 
-The variants are those of RUN_DIR/compressed/ (built by `run_compress` when missing, or with --rebuild, from the run's
-config.yaml plus the --set overrides).
+The variants are those of RUN_DIR/compressed/ (built by the compress stage, `get_stage("compress")`, when missing, or with
+--rebuild, from the run's config.yaml plus the --set overrides).
 
 GFLOP/s: every variant's matmul FLOPs per sequence are counted on its own architecture (FlopCounterMode, checked against
 the count from the shapes). "fp32-equivalent" GFLOP/s is fp32's FLOPs per sequence × the variant's sequences/s, the work of
@@ -22,39 +22,36 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 import torch
 
-from bigmodel_nb.compress import (COMPRESSED_DIR, LATENCY_LENGTH, counted_matmul_flops, fixed_length_batch, load_variant,
-                                  matmul_flops_per_sequence, measure_latency, run_compress, torch_threads)
+from bigmodel_nb.compress import (LATENCY_LENGTH, counted_matmul_flops, fixed_length_batch, matmul_flops_per_sequence,
+                                  measure_latency, torch_threads)
 from bigmodel_nb.config import load_config
 from bigmodel_nb.core import read_json
-from bigmodel_nb.data import load_splits
-from bigmodel_nb.train import MODEL_DIR
+from bigmodel_nb.inference import load_variant
+from bigmodel_nb.rundir import RunDir, load_splits, read_metrics
+from bigmodel_nb.stage import get_stage
 
 BATCH_SIZES = (1, 32)
 
 
 def build_small_run(run_dir: Path) -> None:
     "Train a small model (the quick profile, fewer texts) into `run_dir`."
-    from bigmodel_nb.data import run_data
-    from bigmodel_nb.tokenizer import run_tokenizer
-    from bigmodel_nb.train import run_train
     from bigmodel_nb.config import save_config
     config = load_config(ROOT/"configs"/"quick.yaml", ["data.sample=1000", "data.clean.near_duplicates.enabled=false"])
-    save_config(config, run_dir/"config.yaml")
-    for stage in (run_data, run_tokenizer, run_train): stage(config, run_dir)
+    save_config(config, RunDir(run_dir).config)
+    for stage in ("data", "tokenizer", "train"): get_stage(stage).run(config, run_dir)
 
 
 def ensure_variants(run_dir: Path, threads: int, rebuild: bool, overrides: list[str]) -> dict:
     "The run's compress metrics section, building the variants first when they are missing (or `rebuild`)."
-    section = (read_json(run_dir/"metrics.json", {}) or {}).get("compress")
-    if rebuild or not section or not section.get("variants") or not (run_dir/COMPRESSED_DIR/"selected.json").exists():
-        config_path = run_dir/"config.yaml"
+    run = RunDir(run_dir)
+    section = read_metrics(run).get("compress")
+    if rebuild or not section or not section.get("variants") or not run.selected.exists():
         overrides = [f"compress.threads={threads}", *overrides]
-        config = load_config(config_path if config_path.exists() else ROOT/"configs"/"quick.yaml", overrides)
-        print(f"building variants in {run_dir/COMPRESSED_DIR} ({', '.join(overrides)})", flush=True)
+        config = load_config(run.config if run.config.exists() else ROOT/"configs"/"quick.yaml", overrides)
+        print(f"building variants in {run.compressed} ({', '.join(overrides)})", flush=True)
         started = time.time()
-        run_compress(config, run_dir)
+        section = get_stage("compress").run(config, run, force=True).metrics["compress"]  # also writes metrics.json
         print(f"run_compress took {time.time() - started:.0f} s", flush=True)
-        section = read_json(run_dir/"metrics.json")["compress"]
     elif overrides: sys.exit("--set only applies when the variants are built: add --rebuild")
     return section
 
@@ -64,7 +61,7 @@ def variant_flops(run_dir: Path, section: dict, length: int = LATENCY_LENGTH) ->
     from transformers import AutoConfig
     flops = {}
     for name, variant in section["variants"].items():
-        model_config = AutoConfig.from_pretrained(run_dir/variant["path"])
+        model_config = AutoConfig.from_pretrained(RunDir(run_dir).resolve(variant["path"]))
         counted, analytic = counted_matmul_flops(model_config, length), matmul_flops_per_sequence(model_config, length)
         if counted != analytic: print(f"warning: {name}: FlopCounterMode counts {counted:,} FLOPs, the shapes give {analytic:,}")
         flops[name] = {"counted": counted, "analytic": analytic, "layers": model_config.num_hidden_layers}
@@ -87,7 +84,8 @@ def gemm_ceiling(threads: int, size: int = 2048, repeats: int = 7) -> dict:
 def load_runners(run_dir: Path, section: dict, threads: int) -> dict:
     "A runner per variant (ONNX Runtime sessions get `threads` intra-op threads)."
     with torch_threads(threads):
-        return {name: load_variant(run_dir/variant["path"], threads=threads).runner for name, variant in section["variants"].items()}
+        return {name: load_variant(RunDir(run_dir).resolve(variant["path"]), threads=threads).runner
+                for name, variant in section["variants"].items()}
 
 
 def busy_process(seconds: float) -> subprocess.Popen:
@@ -138,13 +136,14 @@ def main(argv=None) -> dict:
         print(f"no --run: training a small model in {args.run}", flush=True)
         build_small_run(args.run)
     run_dir = args.run.resolve()
-    if not (run_dir/MODEL_DIR/"config.json").exists(): sys.exit(f"{run_dir/MODEL_DIR} holds no trained model")
+    run = RunDir(run_dir)
+    if not (run.model/"config.json").exists(): sys.exit(f"{run.model} holds no trained model")
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "run": str(run_dir), "load_average_at_start": os.getloadavg(),
                "cpu_count": os.cpu_count(), "torch": torch.__version__, "overrides": args.overrides}
     section = ensure_variants(run_dir, args.threads[0], args.rebuild, args.overrides)
-    selected = read_json(run_dir/COMPRESSED_DIR/"selected.json")["name"]
+    selected = read_json(run.selected)["name"]
     test_texts = load_splits(run_dir)["test"]["text"].tolist()
-    tokenizer = load_variant(run_dir/MODEL_DIR).tokenizer
+    tokenizer = load_variant(run.variant("fp32")).tokenizer
     batches = {size: fixed_length_batch(tokenizer, test_texts, size) for size in BATCH_SIZES}
     flops = variant_flops(run_dir, section)
     baseline_flops = flops["fp32"]["counted"]

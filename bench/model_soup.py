@@ -8,20 +8,25 @@ import sys
 import numpy as np, pandas as pd, torch
 from transformers import AutoModelForSequenceClassification
 from bigmodel_nb.config import load_config
-from bigmodel_nb.evaluate import predict_logits
-from bigmodel_nb.tokenizer import load_tokenizer
+import bigmodel_nb.heads  # registers the mean-pooling and averaged classifiers with the Auto classes
+from bigmodel_nb.inference import predict_logits
+from bigmodel_nb.modeling import load_tokenizer
+from bigmodel_nb.rundir import RunDir
 
 def main(runs: list[str]) -> None:
     if len(runs) < 2: sys.exit(__doc__)
-    max_length = load_config(f"{runs[0]}/config.yaml").model.max_length
-    tokenizer = load_tokenizer(f"{runs[0]}/model")
-    states = [AutoModelForSequenceClassification.from_pretrained(f"{run}/model").state_dict() for run in runs]
-    soup = AutoModelForSequenceClassification.from_pretrained(f"{runs[0]}/model").eval()
+    first = RunDir(runs[0])
+    max_length = load_config(first.config).model.max_length
+    tokenizer = load_tokenizer(first.model)
+    states = [AutoModelForSequenceClassification.from_pretrained(RunDir(run).model).state_dict() for run in runs]
+    soup = AutoModelForSequenceClassification.from_pretrained(first.model).eval()
     soup.load_state_dict({key: sum(state[key].float() for state in states) / len(states) if value.is_floating_point() else value
                           for key, value in states[0].items()})
     for split in ("valid", "test"):
-        frame = pd.read_parquet(f"{runs[0]}/data/{split}.parquet")
+        frame = pd.read_parquet(first.split(split))
         logits = predict_logits(soup, tokenizer, frame["text"], max_length, 64)
         print(f"{split}: soup of {len(runs)} accuracy {np.mean(logits.argmax(1) == frame['label'].to_numpy()):.4f}", flush=True)
 
-if __name__ == "__main__": main(sys.argv[1:])
+if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]): print(__doc__); sys.exit(0)
+    main(sys.argv[1:])

@@ -9,17 +9,18 @@ written by the evaluate stage); for runs evaluated before that column existed, t
 import sys
 import numpy as np, pandas as pd
 from bigmodel_nb.evaluate import tfidf_predictions
+from bigmodel_nb.rundir import RunDir
 
 def main(runs: list[str], samples: int = 2000) -> None:
     if not runs: sys.exit(__doc__)
-    preds = {run: pd.read_parquet(f"{run}/data/test_predictions.parquet") for run in runs}
+    preds = {run: pd.read_parquet(RunDir(run).test_predictions) for run in runs}
     first = preds[runs[0]]
     for run in runs[1:]:
         if len(preds[run]) != len(first) or not (preds[run]["text"].values == first["text"].values).all():
             sys.exit(f"{run}: its test split differs from {runs[0]}'s; paired comparisons need the same split (same data and seed)")
     right = {run: (p["predicted"] == p["label"]).to_numpy() for run, p in preds.items()}
     if "baseline_predicted" in first: baseline = first["baseline_predicted"].to_numpy()
-    else: baseline = tfidf_predictions(pd.read_parquet(f"{runs[0]}/data/train.parquet"), first["text"])
+    else: baseline = tfidf_predictions(pd.read_parquet(RunDir(runs[0]).split("train")), first["text"])
     right["tfidf"] = baseline == first["label"].to_numpy()
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(first), size=(samples, len(first)))
@@ -32,4 +33,6 @@ def main(runs: list[str], samples: int = 2000) -> None:
                   f"95% CI {low:+.2f} … {high:+.2f}; right only in first {int((right[a] & ~right[b]).sum())}, "
                   f"only in second {int((~right[a] & right[b]).sum())}")
 
-if __name__ == "__main__": main(sys.argv[1:])
+if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]): print(__doc__); sys.exit(0)
+    main(sys.argv[1:])

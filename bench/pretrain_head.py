@@ -14,9 +14,9 @@ import torch
 from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
 
 from bigmodel_nb.config import load_config
-from bigmodel_nb.data import load_splits
+from bigmodel_nb.modeling import load_tokenizer
 from bigmodel_nb.pretrain import build_masked_lm
-from bigmodel_nb.tokenizer import load_tokenizer
+from bigmodel_nb.rundir import RunDir, load_splits
 
 
 def main():
@@ -27,9 +27,10 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = load_config(args.run/"config.yaml")
-    tokenizer = load_tokenizer(args.run/"tokenizer")
-    texts = load_splits(args.run)["train"]["text"].sample(args.batches * args.batch_size, random_state=0).tolist()
+    run = RunDir(args.run)
+    config = load_config(run.config)
+    tokenizer = load_tokenizer(run.tokenizer)
+    texts = load_splits(run)["train"]["text"].sample(args.batches * args.batch_size, random_state=0).tolist()
     ids = tokenizer(texts, truncation=True, max_length=config.model.max_length)["input_ids"]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ same TrainingArguments from `training_arguments`: learning rate, batch size, war
   `train.label_mix`; by default random batches like `hf_default`, each computed by `TextTrainer(unpadded=True)` on its real
   tokens only, and in the last layer at each text's [CLS] only, the one position the pooler reads), with
   `DataCollatorWithPadding`, texts cut at 128 too. Same batches, same loss and gradients (to float rounding, tested in
-  nbs/04_train.ipynb): the difference from `hf_default` is only which positions are computed.
+  nbs/40_train.ipynb): the difference from `hf_default` is only which positions are computed.
 - `ours_all_positions` (optional): `ours` with the last layer computed at every real token (`all_positions=True`): what
   removing the padding alone gives.
 - `ours_256`: the same at the config's own `model.max_length` (256 by default): fewer texts truncated, more real tokens.
@@ -62,10 +62,12 @@ from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, Trai
 from transformers.utils import logging as transformers_logging
 
 from bigmodel_nb.config import load_config
-from bigmodel_nb.data import load_card, load_splits, run_data, stratified_sample
-from bigmodel_nb.tokenizer import TOKENIZER_DIR, load_tokenizer, run_tokenizer
-from bigmodel_nb.train import (MODEL_DIR, LengthGroupedTrainer, build_model, classification_scores, encode_texts,
-                               trainer_options, training_arguments)
+from bigmodel_nb.data import stratified_sample
+from bigmodel_nb.modeling import build_model, load_tokenizer
+from bigmodel_nb.rundir import RunDir, load_card, load_splits
+from bigmodel_nb.stage import get_stage
+from bigmodel_nb.train import trainer_options, training_arguments
+from bigmodel_nb.training import LengthGroupedTrainer, classification_scores, encode_texts
 
 HF_MAX_LENGTH = 128  # run_glue.py / run_classification.py: max_seq_length default, with pad_to_max_length=True
 ARMS = ("hf_default", "ours", "grouped", "ours_256", "ours_sorted", "ours_all_positions")
@@ -138,19 +140,21 @@ def arm_setup(name: str, tokenizer, train, config) -> ArmSetup:
 def prepare_run(run: Path|None, config) -> Path:
     "A run folder with data/ and a tokenizer: the given one (read only), or a new temporary one built with the config."
     if run is not None:
-        if not (run/"data"/"train.parquet").exists(): sys.exit(f"{run} has no data/train.parquet: give a run folder with data/")
+        train_split = RunDir(run).split("train")
+        if not train_split.exists(): sys.exit(f"{run} has no {RunDir(run).relative(train_split)}: give a run folder with data/")
         return run
     run = Path(tempfile.mkdtemp(prefix="bench-train-"))
     print(f"no --run: preparing data and tokenizer in {run}", flush=True)
-    run_data(config, run)
-    run_tokenizer(config, run)
+    for stage in ("data", "tokenizer"): get_stage(stage).run(config, run)
     return run
 
 
 def find_tokenizer(run: Path):
     "The run's tokenizer: tokenizer/ (the tokenizer stage) or model/ (a trained model folder), checked for a real vocabulary."
-    folder = next((run/name for name in (TOKENIZER_DIR, MODEL_DIR) if (run/name/"tokenizer.json").exists()), None)
-    if folder is None: sys.exit(f"{run} has neither {TOKENIZER_DIR}/tokenizer.json nor {MODEL_DIR}/tokenizer.json")
+    run_dir = RunDir(run)
+    candidates = [folder/"tokenizer.json" for folder in (run_dir.tokenizer, run_dir.model)]
+    folder = next((path.parent for path in candidates if path.exists()), None)
+    if folder is None: sys.exit(f"{run} has neither {' nor '.join(run_dir.relative(path) for path in candidates)}")
     tokenizer = load_tokenizer(folder)
     if len(tokenizer) < 100: sys.exit(f"the tokenizer in {folder} has only {len(tokenizer)} tokens: it did not load properly")
     return tokenizer, folder

