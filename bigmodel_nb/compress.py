@@ -721,7 +721,6 @@ class CompressStage(Stage):
     "Build compressed variants of the trained model (int8, pruned, ONNX, students), measure them, and choose the one to serve."
     name, section = "compress", "compress"                                                               # the stage and its metrics.json section
     needs, makes, figures = ("data", "model"), ("compressed", "selected", "tradeoffs"), ("compression",) # what it reads, writes and draws
-    def enabled(self, config): return config.compress.enabled                                            # config: the run's
     def work(self, config, run): return run_compress(config, run)                                        # run: the run's RunDir
     def report_section(self, run, metrics):
         from bigmodel_nb.report import compression_section

@@ -242,7 +242,6 @@ class PretrainStage(Stage):
     "Optional domain-adaptive masked-LM pretraining on the train texts and unlabeled corpora; fine-tuning starts from it."
     name, section = "pretrain", "pretrain"                                            # the stage and its metrics.json section
     needs, makes, figures = ("data", "tokenizer"), ("pretrained",), ("pretrain_curve",) # what it reads, writes and draws
-    def enabled(self, config): return config.pretrain.enabled                         # config: the run's
     def work(self, config, run): return run_pretrain(config, run)                     # run: the run's RunDir
     def report_section(self, run, metrics):
         from bigmodel_nb.report import pretrain_section

@@ -9,7 +9,7 @@ import pytest
 from bigmodel_nb.stage import REGISTRY, get_stage
 
 PACKAGE = Path(__file__).resolve().parents[1]/"bigmodel_nb"
-STAGE_MODULES = {target.partition(":")[0].rpartition(".")[2] for target in REGISTRY.values()}
+STAGE_MODULES = {entry.target.partition(":")[0].rpartition(".")[2] for entry in REGISTRY.values()}
 SHARED = {"metrics.json", "logs"}  # every stage may add to these (its metrics sections, progress, its finished record)
 TINY = ["data.sample=400", "data.clean.near_duplicates.enabled=false", "model.vocab_size=1000", "model.hidden_size=32",
         "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64", "model.max_length=48", "train.epochs=1",
