@@ -6,7 +6,7 @@ from conftest import ROOT, cli_path, run_cli
 
 SETTINGS = ["data.sample=1000", "data.clean.near_duplicates.enabled=false", "model.vocab_size=1500", "model.hidden_size=64",
             "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=128", "model.max_length=64",
-            "train.epochs=2", "train.evals_per_epoch=4", "train.batch_size=16", "train.learning_rate=2e-3",
+            "train.epochs=8", "train.evals_per_epoch=4", "train.batch_size=16", "train.learning_rate=2e-3",
             "train.early_stopping_patience=0", "runtime.threads=1", "evaluate.baseline=false", "evaluate.bootstrap_samples=0",
             "compress.enabled=false", "name=resume"]
 OVERRIDES = [part for setting in SETTINGS for part in ("--set", setting)]
@@ -24,7 +24,9 @@ def test_sigkill_during_training_then_resume(tmp_path):
     reference = run_cli("run", "configs/quick.yaml", *OVERRIDES, "--out", str(tmp_path/"whole"))
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    # killed: the CLI and its papermill kernel (one process group) get SIGKILL once a checkpoint is committed
+    # killed: the CLI's process group gets SIGKILL once a checkpoint is committed. The papermill kernel runs in a session of
+    # its own (jupyter_client starts it so); it notices within a second that its parent is gone and exits (ipykernel's
+    # parent poller). Training is long enough (8 epochs, about 3 s here) that it cannot finish in that second.
     run_dir = tmp_path/"killed"
     process = subprocess.Popen([cli_path(), "run", "configs/quick.yaml", *OVERRIDES, "--out", str(run_dir)], cwd=ROOT, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -37,6 +39,8 @@ def test_sigkill_during_training_then_resume(tmp_path):
         if process.poll() is None: os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
+    time.sleep(3)  # the orphaned kernel's parent poller checks once a second
+    assert not (run_dir/"logs"/"finished"/"train.json").exists(), "the orphaned kernel finished training: make training longer"
     assert not (run_dir/"model"/"model.safetensors").exists() and not (run_dir/"report.html").exists()
     stages = json.loads((run_dir/"logs"/"stages.json").read_text())
     assert [record["stage"] for record in stages] == ["data", "tokenizer"]
