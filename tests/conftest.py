@@ -37,3 +37,11 @@ def tiny_run(tmp_path_factory) -> Path:
     save_config(config, run_dir/"config.yaml")
     for stage in SERVE_STAGES: get_stage(stage).run(config, run_dir)
     return run_dir
+
+QUICK_RUN = ["run", "configs/quick.yaml", "--set", "pretrain.enabled=true", "--set", "pretrain.max_texts=1500"]
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    "The quick config through the CLI, every stage on (a short masked-LM pretraining too): the run folder and the CLI's result."
+    run_dir = tmp_path_factory.mktemp("quick")/"run"
+    return run_dir, run_cli(*QUICK_RUN, "--out", str(run_dir))

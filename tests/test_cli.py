@@ -7,11 +7,9 @@ import pytest
 
 from conftest import ROOT
 
-def test_quick_config_end_to_end(cli, tmp_path):
-    run_dir = tmp_path/"quick"
+def test_quick_config_end_to_end(quick_run):
     # with a short masked-LM pretraining stage (1,500 People's Daily pieces + the train texts), so every stage runs
-    result = cli("run", "configs/quick.yaml", "--out", str(run_dir), "--set", "pretrain.enabled=true",
-                 "--set", "pretrain.max_texts=1500")
+    run_dir, result = quick_run
     assert result.returncode == 0, result.stderr[-3000:]
     for path in ["report.html", "metrics.json", "config.yaml", "data/train.parquet", "data/valid.parquet",
                  "data/test.parquet", "data/card.json", "data/dropped.parquet", "model/model.safetensors", "model/config.json",
