@@ -22,15 +22,16 @@ from transformers.utils import logging as transformers_logging
 
 from .core import UserError, write_json, save_figure, use_cjk_font
 from .config import RunConfig, PretrainConfig, DataConfig, SourceConfig
-from .rundir import RunDir, load_splits
+from .rundir import RunDir, load_splits, load_card
 from .stage import Stage
 from .core import package_file
 from .sources import read_source
 from .clean import normalize_texts
 from . import pii
 from .artifacts import CheckpointManifest, last_complete_checkpoint, save_model_atomically
-from .modeling import load_tokenizer, resolve_backbone
+from .modeling import load_tokenizer, resolve_backbone, write_model_card
 from .training import EncodedTexts, LengthGroupedTrainer, ProgressCallback, stage_arguments
+from .inference import torch_device
 
 # %% ../nbs/30_pretrain.ipynb #3599391c
 SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
@@ -204,7 +205,7 @@ def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.
     valid_set = UnlabeledTexts([encoded[i] for i in order[:n_valid]])
     train_set = UnlabeledTexts([encoded[i] for i in order[n_valid:]])
     set_seed(config.seed)
-    model = build_masked_lm(config, tokenizer)
+    model = build_masked_lm(config, tokenizer).to(torch_device(config.runtime.device))  # perplexity before training too
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.pretrain.mlm_probability)
     perplexity_before = masked_lm_perplexity(model, valid_set, collator, config.runtime.batch_size, config.seed)
     print(f"pretraining on {len(train_set):,} texts ({train_set.token_count():,} tokens), {len(valid_set):,} held out; "
@@ -230,6 +231,10 @@ def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.
                "samples_per_second": float(output.metrics["train_samples_per_second"]),
                "tokens_per_second": float(train_set.token_count() * trainer.state.epoch / output.metrics["train_runtime"]),
                "resumed_from": resume, "stage_seconds": round(time.time() - started, 1)}
+    write_model_card(run.pretrained, f"{config.name}: a masked language model adapted to the run's texts", config.model.backbone,
+                     {"valid perplexity before": metrics["valid_perplexity_before"], "valid perplexity": metrics["valid_perplexity"]},
+                     load_card(run).get("fingerprint"), pipeline_tag="fill-mask",
+                     intended_use="A starting point for fine-tuning a classifier on data like this run's (its train split and unlabeled texts).")
     import matplotlib.pyplot as plt
     figure = plot_pretraining(history, perplexity_before)
     save_figure(figure, run.figure("pretrain_curve"))
