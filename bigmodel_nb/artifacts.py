@@ -46,6 +46,7 @@ def checkpoint_is_complete(folder: str|Path) -> bool:
         if not path.is_file() or path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]: return False
     return True
 
+# %% ../nbs/04_artifacts.ipynb #07617353
 def _step(folder: Path) -> int:
     match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
     return int(match.group(1)) if match else -1
@@ -60,6 +61,7 @@ def last_complete_checkpoint(folder: str|Path, clean: bool = True) -> str|None:
         if clean: shutil.rmtree(checkpoint, ignore_errors=True)
     return None
 
+# %% ../nbs/04_artifacts.ipynb #2a5c3eb7
 class CheckpointManifest(TrainerCallback):
     "Commits each checkpoint the Trainer has just written by adding its manifest (main process only)."
     def on_save(self, args, state, control, **kwargs):

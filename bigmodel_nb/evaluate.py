@@ -289,6 +289,7 @@ def _save_figures(run: RunDir, scores: dict, curves: dict, logits, labels, label
         save_figure(figure, run.figure(name))
         plt.close(figure)
 
+# %% ../nbs/50_evaluate.ipynb #b130758b
 def run_evaluate(config: RunConfig, run_dir: str|Path) -> dict:
     "The evaluation stage's work: score the trained model on the test split; returns the `test` (and `baseline`) sections."
     run, settings = RunDir(run_dir), config.evaluate
@@ -320,6 +321,7 @@ def run_evaluate(config: RunConfig, run_dir: str|Path) -> dict:
     _save_figures(run, scores, curves, logits, labels, label_names)
     return {"test": scores, **({"baseline": baseline} if baseline else {})}
 
+# %% ../nbs/50_evaluate.ipynb #3b1fd2c4
 class EvaluateStage(Stage):
     "Score the trained model on the held-out test split, against a TF-IDF baseline on the same split."
     name, section, sections = "evaluate", "evaluate", ("test", "baseline")
