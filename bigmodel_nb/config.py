@@ -154,6 +154,8 @@ class DistributedConfig(Section):
     nproc_per_node: int = Field(1, ge=1)  # processes on this machine; 1 = no DDP
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with CUDA, gloo on CPU
 
+MOVED_KEYS = {("train", "eval_batch_size"): "runtime.batch_size", ("train", "threads"): "runtime.threads"}  # old -> new
+
 class TrainConfig(Section):
     "Fine-tuning with transformers.Trainer."
     epochs: float = Field(2, gt=0)
@@ -171,6 +173,14 @@ class TrainConfig(Section):
     ensemble: bool = False  # with restarts >= 2: keep every restart's model and predict the mean of their probabilities
                             # (one model folder; inference costs `restarts` times one model's)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, values):
+        for (section, key), new in MOVED_KEYS.items():
+            if section == "train" and isinstance(values, dict) and key in values:
+                raise ValueError(f"train.{key} is now {new} (one setting for every stage); rename it in your config")
+        return values
 
     @model_validator(mode="after")
     def _ensemble_needs_restarts(self):
@@ -212,8 +222,6 @@ class RuntimeConfig(Section):
     batch_size: int = Field(64, ge=1)  # texts per forward pass when predicting: valid/test scoring, perplexity, compression, serving
 
 # %% ../nbs/01_config.ipynb #cc1d25c6
-MOVED_KEYS = {("train", "eval_batch_size"): "runtime.batch_size", ("train", "threads"): "runtime.threads"}
-
 class RunConfig(Section):
     "The whole run."
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")  # run folder prefix
@@ -226,14 +234,6 @@ class RunConfig(Section):
     compress: CompressConfig = Field(default_factory=CompressConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _moved_keys(cls, tree):
-        for (section, key), new in MOVED_KEYS.items():
-            if isinstance(tree, dict) and isinstance(tree.get(section), dict) and key in tree[section]:
-                raise ValueError(f"{section}.{key} is now {new} (one setting for every stage); rename it in your config")
-        return tree
 
     @model_validator(mode="after")
     def _labelled_sources_only(self):
