@@ -28,13 +28,13 @@ from torch.nn.utils import prune
 from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, read_json, write_json, save_figure, use_cjk_font
+from .core import UserError, read_json, write_json, save_figure, use_cjk_font, quiet_libraries
 from .config import RunConfig
 from .rundir import RunDir, load_splits, load_card, report_progress
 from .stage import Stage
 from .heads import MeanPoolingBertConfig, AveragedClassifier, AveragedClassifierConfig
 from .inference import (ONNX_FILE, INT8_FILE, INT8_BACKENDS, VARIANT_FILE, TorchRunner, OnnxRunner, LoadedVariant,
-                                   predict_logits, score_predictions, quiet_progress_bars, _quiet, quantize_linear_int8,
+                                   predict_logits, score_predictions, quiet_progress_bars, quantize_linear_int8,
                                    int8_tensors, fill_int8_model, load_int8_model, load_variant)
 from .modeling import load_tokenizer
 from .training import encode_texts, ShuffledLengthBatches, _duration
@@ -112,7 +112,7 @@ def choose_int8_backend(model, batch: dict, repeats: int = 3) -> tuple[str, torc
         except Exception as error: errors[backend] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     if not quantized: raise UserError(f"no int8 backend worked on this machine: {errors}")
     size = len(batch["input_ids"])
-    with _quiet():
+    with quiet_libraries():
         probe = measure_latency({name: TorchRunner(value) for name, value in quantized.items()}, {size: batch}, repeats, warmup=1)
     milliseconds = {name: round(times[size], 2) for name, times in probe.items()}
     backend = min(milliseconds, key=milliseconds.get)
@@ -311,7 +311,7 @@ def export_onnx(model,          # the classifier to export
     texts = sorted(list(sample_texts)[:8], key=len)
     sample = tokenizer([texts[0], texts[-1]], truncation=True, max_length=LATENCY_LENGTH, padding=True, return_tensors="pt")
     wrapper, inputs = LogitsOnly(model.eval(), names).eval(), tuple(sample[name] for name in names)
-    with _quiet("torch.onnx", "torch.export", "torch._export", "torch.utils._pytree", "torch._dynamo"):
+    with quiet_libraries("torch.onnx", "torch.export", "torch._export", "torch.utils._pytree", "torch._dynamo"):
         try:
             batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
             torch.onnx.export(wrapper, inputs, str(path), input_names=names, output_names=["logits"], dynamo=True,
@@ -337,7 +337,7 @@ def quantize_onnx(source: str|Path, target: str|Path) -> None:
     "ONNX Runtime dynamic int8 quantization of `source` into `target` (int8 weights, activations quantized per call)."
     from onnxruntime.quantization import QuantType, quantize_dynamic
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    with _quiet("", "onnxruntime"):  # its "consider pre-processing" notice goes to the root logger; see above
+    with quiet_libraries("", "onnxruntime"):  # its "consider pre-processing" notice goes to the root logger; see above
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
 
 # %% ../nbs/60_compress.ipynb #46c7a9bc

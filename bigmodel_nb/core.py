@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['CJK_FONT_FILE', 'UserError', 'write_json', 'read_json', 'get_metric', 'cjk_font_path', 'use_cjk_font', 'save_figure',
-           'package_file']
+           'package_file', 'quiet_libraries']
 
 # %% ../nbs/00_core.ipynb #aeef17ad
-import json, os, tempfile, time, importlib.util
+import json, logging, os, tempfile, time, warnings, importlib.util
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,17 @@ def package_file(package: str, *parts: str, extra: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"the package {package!r} is not installed; install it with: pip install 'bigmodel-nb[{extra}]'")
     return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+
+# %% ../nbs/00_core.ipynb #0d0c0021
+@contextmanager
+def quiet_libraries(*logger_names: str):  # loggers to hold at ERROR ("" is the root logger)
+    "Silence warnings, and the named loggers below ERROR, inside the block (library notices the user cannot act on)."
+    loggers = [logging.getLogger(name) for name in logger_names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers: logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels): logger.setLevel(level)

@@ -9,7 +9,7 @@ __all__ = ['ONNX_FILE', 'INT8_BACKENDS', 'INT8_FILE', 'VARIANT_FILE', 'torch_dev
            'load_variant']
 
 # %% ../nbs/08_inference.ipynb #9b9e3483
-import copy, logging, warnings
+import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, read_json
+from .core import UserError, read_json, quiet_libraries
 from .modeling import load_tokenizer
 
 # %% ../nbs/08_inference.ipynb #bbd96ec9
@@ -121,23 +121,10 @@ def score_predictions(labels, predictions, label_names: list[str]) -> dict:
 INT8_BACKENDS = ("torchao", "torch.ao")  # tried in this order
 INT8_FILE = "model_int8.safetensors"
 
-@contextmanager
-def _quiet(*logger_names: str):
-    "Silence warnings, and the named loggers below ERROR, inside the block (library notices the user cannot act on)."
-    loggers = [logging.getLogger(name) for name in logger_names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers: logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels): logger.setLevel(level)
-
 def quantize_linear_int8(model, backend: str):
     "A copy of `model` whose `nn.Linear` layers are dynamic int8 (int8 weights, activations quantized per call)."
     model = copy.deepcopy(model).eval()
-    with _quiet("torchao", "torch.utils._pytree"):
+    with quiet_libraries("torchao", "torch.utils._pytree"):
         if backend == "torchao":
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
             quantize_(model, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))

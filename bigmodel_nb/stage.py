@@ -7,12 +7,11 @@ __all__ = ['REGISTRY', 'StageResult', 'Stage', 'config_digest', 'run_stage', 'St
            'all_stages', 'stages_for', 'workflow_notebook']
 
 # %% ../nbs/03_stage.ipynb #09b5e44e
-import hashlib, importlib, json, logging, time
-from contextlib import contextmanager
+import hashlib, importlib, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import UserError, read_json, write_json, get_metric
+from .core import UserError, read_json, write_json, get_metric, quiet_libraries
 from .rundir import RunDir, update_metrics
 
 # %% ../nbs/03_stage.ipynb #56d68742
@@ -100,21 +99,12 @@ def stage_enabled(name: str, config) -> bool:
     return entry is None or entry.when is None or bool(get_metric(config.model_dump(), entry.when))
 
 # %% ../nbs/03_stage.ipynb #3767166c
-@contextmanager
-def _quiet_library_imports():
-    "Importing transformers' Trainer imports torchao, which logs warnings about optional kernels a user cannot act on."
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers: logger.setLevel(logging.ERROR)
-    try: yield
-    finally:
-        for logger, level in zip(loggers, levels): logger.setLevel(level)
-
 def get_stage(name: str) -> Stage:
     "The registered stage called `name`."
     if name not in REGISTRY: raise UserError(f"no stage {name!r}; the stages are: {', '.join(REGISTRY)}")
     module, _, cls = REGISTRY[name].target.partition(":")
-    with _quiet_library_imports(): return getattr(importlib.import_module(module), cls)()
+    # importing transformers' Trainer imports torchao, which logs warnings about optional kernels a user cannot act on
+    with quiet_libraries("torchao", "torch.utils._pytree"): return getattr(importlib.import_module(module), cls)()
 
 def all_stages() -> list[Stage]:
     "Every registered stage, in run order."
