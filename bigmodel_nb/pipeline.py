@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .core import UserError, write_json, read_json, use_cjk_font
 from .config import RunConfig, load_config, save_config
-from .rundir import RunDir, read_progress, update_metrics
+from .rundir import RunDir, read_progress, update_metrics, read_notices
 from .stage import REGISTRY, get_stage, stages_for, workflow_notebook
 from .report import build_report
 
@@ -43,10 +43,17 @@ def new_run_dir(config: RunConfig,           # the run's config (its `name` name
                 out: str|Path|None = None,   # the folder to use (`--out`); None: `root/<name>-<timestamp>`
                 root: str|Path = "runs",     # where timestamped run folders go
                ) -> Path:
-    "Create the run folder (refusing one that already holds a run)."
+    "Create the run folder (refusing one that already holds a run, and a folder with other files in it)."
     run_dir = Path(out) if out is not None else Path(root)/f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if RunDir(run_dir).config.exists():
-        raise UserError(f"{run_dir} already holds a run (config.yaml); choose another --out or delete that folder")
+        raise UserError(f"{run_dir} already holds a run (config.yaml); choose another --out, continue it with "
+                        f"--resume {run_dir}, or delete that folder")
+    if run_dir.exists() and not run_dir.is_dir(): raise UserError(f"--out {run_dir} is a file, not a folder; give a new or empty folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        found = sorted(path.name for path in run_dir.iterdir())
+        shown = ", ".join(name[:60] for name in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise UserError(f"--out {run_dir} is not empty ({shown}) and is not a run folder (no config.yaml): a run writes "
+                        "metrics.json, data/, model/ … there and would overwrite files of the same name; give a new or empty folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir.resolve()
 
@@ -157,8 +164,12 @@ def _run_stages(config: RunConfig, run_dir: Path, stages: tuple, records: list, 
         overall = progress.add_task("stages", total=done + len(stages), completed=done)
         for stage in stages:
             progress.update(overall, description=f"stage {stage}")
+            said = len(read_notices(run_dir))
             with ProgressWatcher(progress, run_dir):
                 record = execute_stage(stage, run_dir, config)
+            for notice in read_notices(run_dir)[said:]:  # what the stage wants the user to know, on the terminal too
+                progress.console.print(f"! {notice['stage']}: {notice['message']}", style="yellow", markup=False,
+                                       highlight=False, soft_wrap=True)  # one line each, whole, for logs and grep
             records.append(record)
             write_json(RunDir(run_dir).stages_log, records)
             progress.console.print(f"{'✓' if record['status'] == 'ok' else '✗'} {stage} ({record['seconds']:.0f}s)")

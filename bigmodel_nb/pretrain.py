@@ -20,9 +20,9 @@ from transformers import (AutoConfig, AutoModelForMaskedLM, BertConfig, BertForM
 from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, write_json, save_figure, use_cjk_font
+from .core import UserError, write_json, save_figure, use_cjk_font, short_list
 from .config import RunConfig, PretrainConfig, DataConfig, SourceConfig
-from .rundir import RunDir, load_splits, load_card
+from .rundir import RunDir, load_splits, load_card, add_notice
 from .stage import Stage
 from .core import package_file
 from .sources import read_source
@@ -76,7 +76,7 @@ def read_unlabeled(source: SourceConfig, # one `pretrain.sources` entry
     column = source.text_column or text_column
     if column not in table.frame.columns:
         raise UserError(f"pretrain.sources: text column {column!r} not found in {table.origin}; columns are: "
-                        f"{', '.join(map(str, table.frame.columns))}. Set pretrain.text_column or the source's text_column")
+                        f"{short_list(table.frame.columns)}. Set pretrain.text_column or the source's text_column")
     texts = table.frame[column]
     return texts[texts.notna()].astype(str)
 
@@ -216,7 +216,7 @@ def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.
                                    processing_class=tokenizer,
                                    callbacks=[ProgressCallback(run, task="pretrain"), CheckpointManifest()])
     trainer.remove_callback(PrinterCallback)
-    resume = last_complete_checkpoint(checkpoints)
+    resume = last_complete_checkpoint(checkpoints, on_skip=lambda message: add_notice(run, "pretrain", message))
     if resume: print(f"resuming pretraining from {resume}", flush=True)
     output = trainer.train(resume_from_checkpoint=resume)
     save_model_atomically(trainer, run.pretrained)

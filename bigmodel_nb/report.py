@@ -220,6 +220,13 @@ def compression_section(run: RunDir, metrics: dict) -> str:
             f'<div class="wide"><table>{header}{"".join(rows)}</table></div>'
             + image_tag(run.figure("compression"), "compression trade-off"))
 
+# %% ../nbs/80_report.ipynb #4410ad92
+def _notices_box(metrics: dict) -> str:
+    notices = metrics.get("notices") or []
+    if not notices: return ""
+    items = "".join(f"<li><b>{escape(notice['stage'])}</b>: {escape(notice['message'])}</li>" for notice in notices)
+    return f'<div class="notices"><b>Notices</b><ul>{items}</ul></div>'
+
 # %% ../nbs/80_report.ipynb #40bba340
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Microsoft YaHei',sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -229,7 +236,8 @@ th{background:#f5f5f5}img{max-width:100%;margin:.5em 0}.row{display:flex;flex-wr
 .card .value{font-size:28px;font-weight:600}.card .label{color:#666;font-size:13px}.failed td{background:#fde8e8}
 .banner{background:#fde8e8;border:1px solid #e99;padding:.8em;border-radius:6px;white-space:pre-wrap}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:13px}code{font-size:13px}.selected td{background:#e8f5e9}
-.wide{overflow-x:auto}"""
+.wide{overflow-x:auto}.notices{background:#fff8e1;border:1px solid #f0c36d;padding:.6em 1em;border-radius:6px}
+.notices li{margin:.2em 0}"""
 
 def build_report(run_dir: str|Path,              # the run folder
                  stages: list[dict]|None = None, # the stages table's rows: stage, status, seconds, notebook_html
@@ -243,7 +251,7 @@ def build_report(run_dir: str|Path,              # the run folder
     banner = f'<div class="banner"><b>This run failed.</b> {escape(failure)}</div>' if failure else ""
     body = "".join([
         f"<h1>Run report: {escape(run.root.name)}</h1><p>Written {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by bigmodel_nb.</p>",
-        banner, _headline(metrics), *[stage.report_section(run, metrics) for stage in all_stages()],
+        banner, _notices_box(metrics), _headline(metrics), *[stage.report_section(run, metrics) for stage in all_stages()],
         _stages_section(stages or []),
         f"<h2>Config</h2><pre>{escape(config_text)}</pre>" if config_text else ""])
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(run.root.name)} — bigmodel_nb report</title>'

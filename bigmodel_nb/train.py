@@ -22,7 +22,7 @@ from transformers.utils import logging as transformers_logging
 
 from .core import UserError, write_json, read_json, save_figure, use_cjk_font
 from .config import RunConfig, ModelConfig, load_config
-from .rundir import RunDir, load_splits, load_card, report_progress, update_metrics, read_metrics
+from .rundir import RunDir, load_splits, load_card, report_progress, update_metrics, read_metrics, add_notice
 from .stage import Stage
 from .artifacts import MANIFEST, write_manifest, checkpoint_is_complete, last_complete_checkpoint, CheckpointManifest, save_model_atomically
 from .heads import AveragedClassifier, AveragedClassifierConfig
@@ -172,9 +172,13 @@ def train_once(config: RunConfig,       # the run's config
         eval_dataset=data.valid_set, data_collator=DataCollatorWithPadding(data.tokenizer), processing_class=data.tokenizer,
         compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=data.loss)
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the same logs, with an ETA
-    resume = last_complete_checkpoint(checkpoints, clean=trainer.is_world_process_zero())
-    if resume and trainer.is_world_process_zero(): print(f"resuming training from {resume}", flush=True)
+    main = trainer.is_world_process_zero()
+    where = "" if task == "train" else f"{task}: "  # which restart, when there are several
+    notify = (lambda message: add_notice(run, "train", where + message)) if main else (lambda message: None)
+    resume = last_complete_checkpoint(checkpoints, clean=main, on_skip=notify)
+    if resume and main: print(f"resuming training from {resume}", flush=True)
     output = trainer.train(resume_from_checkpoint=resume)
+    for message in trainer.skipped_checkpoints: notify(message)  # a damaged best checkpoint was not loaded
     save_model_atomically(trainer, target)
     metrics = {
         "num_parameters": int(sum(p.numel() for p in trainer.model.parameters())),
@@ -188,6 +192,8 @@ def train_once(config: RunConfig,       # the run's config
         "train_examples": len(data.train_set), "seed": seed,
         "device": str(trainer.args.device), "threads": torch.get_num_threads(), "world_size": int(trainer.args.world_size),
         "started_from": "pretrained" if start_from else (config.model.backbone or "scratch"), "resumed_from": resume,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        "skipped_checkpoints": list(trainer.skipped_checkpoints),
     }
     return metrics, trainer.state.log_history
 

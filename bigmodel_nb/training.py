@@ -20,6 +20,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
+from .core import UserError
+from .artifacts import verified_best_checkpoint
 from .rundir import report_progress
 
 # %% ../nbs/07_training.ipynb #984d00aa
@@ -184,6 +186,7 @@ class TextTrainer(Trainer):
     def __init__(self, *args, unpadded: bool = False, all_positions: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.unpadded, self.all_positions, self.unpadded_batches = unpadded, all_positions, 0
+        self.skipped_checkpoints = []  # why a better checkpoint was not loaded as the best model (see below)
 
     def _computes_unpadded(self, model, inputs) -> bool:
         return (self.unpadded and model.training and model is self.model and self.label_smoother is None
@@ -200,6 +203,25 @@ class TextTrainer(Trainer):
         outputs["loss"] = loss
         self.unpadded_batches += 1
         return (loss, outputs) if return_outputs else loss
+
+# %% ../nbs/07_training.ipynb #2e088044
+def _load_verified_best_model(self):
+    "Load the best checkpoint whose files match its manifest (see `verified_best_checkpoint`); fail when none does."
+    name = self.args.metric_for_best_model or "loss"
+    key = name if name.startswith("eval_") else f"eval_{name}"
+    scores = {row["step"]: row[key] for row in self.state.log_history if key in row}
+    chosen, skipped = verified_best_checkpoint(self.args.output_dir, self.state.best_model_checkpoint, scores,
+                                               self.args.greater_is_better)
+    self.skipped_checkpoints += skipped
+    if chosen is None:
+        raise UserError(f"no checkpoint under {self.args.output_dir} matches its manifest ({'; '.join(skipped)}), so no "
+                        "trained weights can be trusted; delete that folder and train again")
+    if Path(chosen) != Path(self.state.best_model_checkpoint):
+        step = int(Path(chosen).name.rsplit("-", 1)[1])
+        self.state.best_model_checkpoint, self.state.best_global_step, self.state.best_metric = chosen, step, scores[step]
+    Trainer._load_best_model(self)
+
+TextTrainer._load_best_model = _load_verified_best_model
 
 # %% ../nbs/07_training.ipynb #23ac1475
 def length_label_order(lengths, labels, label_mix: float, rng) -> np.ndarray:
