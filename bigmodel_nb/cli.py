@@ -105,6 +105,7 @@ def card_summary(card: dict) -> str:
     lines += [f"leakage check: {'clean' if leakage.get('clean') else 'LEAKAGE FOUND'} ("
               + ", ".join(f"{split}: {found['exact']} exact, {found['near']} near" for split, found in leakage.get("splits", {}).items()) + ")"]
     lines += [f"fingerprint: {card['fingerprint']}"]
+    lines += [f"warning: {warning}" for warning in card.get("warnings", [])]
     return "\n".join(lines)
 
 # %% ../nbs/90_cli.ipynb #bc374483
@@ -127,7 +128,10 @@ def main(argv: list[str]|None = None, # the command-line arguments; None: `sys.a
         ) -> int:
     "Console entry point of `bigmodel-nb`."
     try:
-        app(args=argv, prog_name="bigmodel-nb", standalone_mode=False)
+        code = app(args=argv, prog_name="bigmodel-nb", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer turns Ctrl-C (and the pipeline's SIGTERM) into exit code 130
+            if code == 130: print("interrupted", file=sys.stderr)
+            return code
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
