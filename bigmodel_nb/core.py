@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CJK_FONT_FILE', 'UserError', 'write_json', 'read_json', 'get_metric', 'short_list', 'cjk_font_path', 'use_cjk_font',
-           'save_figure', 'package_file', 'quiet_libraries']
+           'save_figure', 'package_file', 'quiet_libraries', 'die_with_parent']
 
 # %% ../nbs/00_core.ipynb #aeef17ad
 import json, logging, os, tempfile, time, warnings, importlib.util
@@ -103,3 +103,15 @@ def quiet_libraries(*logger_names: str):  # loggers to hold at ERROR ("" is the 
             yield
     finally:
         for logger, level in zip(loggers, levels): logger.setLevel(level)
+
+# %% ../nbs/00_core.ipynb #356fdef1
+def die_with_parent(signal_number: int = 9, # the signal to receive when the parent ends (9: SIGKILL)
+                    parent: int|None = None, # the parent's pid, if known: catches a parent that ended before the call
+                   ) -> bool:
+    "Have Linux send `signal_number` to this process when its parent ends; False where that is not available."
+    import ctypes, ctypes.util, sys
+    if not sys.platform.startswith("linux"): return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(1, signal_number, 0, 0, 0) != 0: return False  # 1: PR_SET_PDEATHSIG
+    if parent is not None and os.getppid() != parent: os.kill(os.getpid(), signal_number)  # the parent is already gone
+    return True

@@ -4,13 +4,15 @@
 
 # %% auto #0
 __all__ = ['DEMO_OVERRIDES', 'stage_context', 'new_run_dir', 'resolve_source_paths', 'StageFailed', 'notebook_to_html',
-           'execute_stage', 'ProgressWatcher', 'run_pipeline', 'stages_to_resume', 'resume_pipeline']
+           'execute_stage', 'ProgressWatcher', 'terminate_interrupts', 'run_pipeline', 'stages_to_resume',
+           'resume_pipeline']
 
 # %% ../nbs/85_pipeline.ipynb #6c8203b0
-import re, tempfile, threading, time
+import os, re, signal, tempfile, threading, time
+from contextlib import contextmanager
 from pathlib import Path
 
-from .core import UserError, write_json, read_json, use_cjk_font
+from .core import UserError, write_json, read_json, use_cjk_font, die_with_parent
 from .config import RunConfig, load_config, save_config
 from .rundir import RunDir, read_progress, update_metrics, read_notices
 from .stage import REGISTRY, get_stage, stages_for, workflow_notebook
@@ -29,7 +31,10 @@ def stage_context(stage: str,                  # the stage whose workflow notebo
     import matplotlib
     use_cjk_font()
     matplotlib.rcParams["figure.dpi"] = 90
-    if config_path is not None and run_dir is not None: return load_config(config_path), RunDir(run_dir)
+    if config_path is not None and run_dir is not None:
+        parent = os.environ.get("JPY_PARENT_PID")  # set by jupyter_client for the kernels it starts
+        if parent and parent.isdigit(): die_with_parent(signal.SIGKILL, int(parent))  # no orphan kernel keeps computing
+        return load_config(config_path), RunDir(run_dir)
     if config_path is not None or run_dir is not None: raise UserError("give both config_path and run_dir, or neither (demo run)")
     config, run = load_config(None, DEMO_OVERRIDES), RunDir(tempfile.mkdtemp(prefix="bigmodel-nb-demo-"))
     save_config(config, run.config)
@@ -110,8 +115,10 @@ def execute_stage(stage: str,        # the stage's name
         papermill.execute_notebook(str(workflow_notebook(stage)), str(output), kernel_name="python3", progress_bar=False,
                                    parameters={"config_path": str(run.config), "run_dir": str(run.root)},
                                    execution_timeout=config.pipeline.cell_timeout, start_timeout=120, cwd=str(run_dir),
-                                   # the local kernel talks over loopback; its "TCP without encryption" warning is noise here
-                                   extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                   # the kernel's own log is noise here: its "TCP without encryption" warning (it talks over
+                                   # loopback), and a traceback when a stopped run shuts it down mid-cell; a cell's errors
+                                   # are in the executed notebook
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         record["status"] = "ok"
     except Exception as error:
         record.update(status="failed", error=_describe_failure(stage, error, output))
@@ -153,7 +160,22 @@ class ProgressWatcher:
         self.poll()
         for task in self.tasks.values(): self.progress.remove_task(task)
 
+# %% ../nbs/85_pipeline.ipynb #47c64b11
+@contextmanager
+def terminate_interrupts():
+    "Inside the block SIGTERM interrupts the main thread as Ctrl-C does (KeyboardInterrupt), so kernels are shut down on the way out."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def interrupt(number, frame): raise KeyboardInterrupt(f"stopped by signal {number}")
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, previous)
+
 # %% ../nbs/85_pipeline.ipynb #c6adb797
+def _record_run(config: RunConfig, run_dir: Path, records: list, status: str) -> None:
+    update_metrics(run_dir, run={"name": config.name, "status": status, "seconds": round(sum(r["seconds"] for r in records), 1),
+                                 "resumed": any(r.get("resumed") for r in records),
+                                 "stages": {r["stage"]: {"status": r["status"], "seconds": r["seconds"]} for r in records}})
+
 def _run_stages(config: RunConfig, run_dir: Path, stages: tuple, records: list, console) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     failure = None
@@ -164,9 +186,17 @@ def _run_stages(config: RunConfig, run_dir: Path, stages: tuple, records: list, 
         overall = progress.add_task("stages", total=done + len(stages), completed=done)
         for stage in stages:
             progress.update(overall, description=f"stage {stage}")
-            said = len(read_notices(run_dir))
-            with ProgressWatcher(progress, run_dir):
-                record = execute_stage(stage, run_dir, config)
+            said, started = len(read_notices(run_dir)), time.time()
+            try:
+                with terminate_interrupts(), ProgressWatcher(progress, run_dir): record = execute_stage(stage, run_dir, config)
+            except KeyboardInterrupt:
+                records.append({"stage": stage, "status": "interrupted", "seconds": round(time.time() - started, 1)})
+                write_json(RunDir(run_dir).stages_log, records)
+                _record_run(config, run_dir, records, "interrupted")
+                progress.console.print(f"✗ {stage} interrupted; what the run made is kept in {run_dir}\n"
+                                       f"  continue with: bigmodel-nb run --resume {run_dir}", markup=False, highlight=False,
+                                       soft_wrap=True)
+                raise
             for notice in read_notices(run_dir)[said:]:  # what the stage wants the user to know, on the terminal too
                 progress.console.print(f"! {notice['stage']}: {notice['message']}", style="yellow", markup=False,
                                        highlight=False, soft_wrap=True)  # one line each, whole, for logs and grep
@@ -177,10 +207,7 @@ def _run_stages(config: RunConfig, run_dir: Path, stages: tuple, records: list, 
                 failure = record["error"]
                 break
             progress.advance(overall)
-    update_metrics(run_dir, run={"name": config.name, "status": "failed" if failure else "ok",
-                                 "seconds": round(sum(r["seconds"] for r in records), 1),
-                                 "resumed": any(r.get("resumed") for r in records),
-                                 "stages": {r["stage"]: {"status": r["status"], "seconds": r["seconds"]} for r in records}})
+    _record_run(config, run_dir, records, "failed" if failure else "ok")
     report = build_report(run_dir, records, failure)
     if failure:
         raise StageFailed(f"{failure}\n  what earlier stages made is kept in {run_dir}\n"

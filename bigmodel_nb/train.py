@@ -9,7 +9,7 @@ __all__ = ['class_weights', 'WeightedLoss', 'resample_indices', 'training_argume
            'train_worker']
 
 # %% ../nbs/40_train.ipynb #32274633
-import json, math, os, re, shutil, subprocess, sys, time
+import functools, json, math, os, re, shutil, signal, subprocess, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, DataCo
                           PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, write_json, read_json, save_figure, use_cjk_font
+from .core import UserError, write_json, read_json, save_figure, use_cjk_font, die_with_parent
 from .config import RunConfig, ModelConfig, load_config
 from .rundir import RunDir, load_splits, load_card, report_progress, update_metrics, read_metrics, add_notice
 from .stage import Stage
@@ -361,7 +361,9 @@ def launch_distributed(config: RunConfig, # the run's config
         environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     print(f"training with {processes} processes: {' '.join(command[2:])} (output in {log})", flush=True)
     with open(log, "w", encoding="utf-8") as output:
-        finished = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=str(run.root))
+        # torchrun ends (and stops its workers) when this process ends, even by SIGKILL: no orphan keeps training
+        finished = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=str(run.root),
+                                  preexec_fn=functools.partial(die_with_parent, signal.SIGTERM, os.getpid()))
     tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
     print("\n".join(tail), flush=True)
     if finished.returncode != 0:
