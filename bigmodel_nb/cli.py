@@ -55,15 +55,22 @@ def stages_until(config,          # the run's config: decides its stages
 # %% ../nbs/90_cli.ipynb #7133fb91
 @app.command()
 def serve(run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
-          host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+          host: Annotated[str, typer.Option(help="address to listen on (a non-loopback one without an API key prints a warning)")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port (0: any free port; the one chosen is printed)")] = 8000,
           variant: Annotated[Optional[str], typer.Option(help="serve this variant instead of the one the compress stage selected")] = None,
           threads: Annotated[Optional[int], typer.Option(help="intra-op threads for inference (default 1)")] = None,
           max_texts: Annotated[int, typer.Option(help="most texts in one request")] = 128,
-          max_chars: Annotated[int, typer.Option(help="most characters in one text")] = 5000):
-    "Serve RUN_DIR's selected model over HTTP (POST /predict, GET /health, /ready, /info)."
+          max_chars: Annotated[int, typer.Option(help="most characters in one text")] = 5000,
+          api_key_file: Annotated[Optional[Path], typer.Option(help="file holding the API key clients must send as X-API-Key "
+                                                               "(default: $BIGMODEL_API_KEY; neither: no key needed)")] = None,
+          max_connections: Annotated[int, typer.Option(help="most open connections; one more is answered 503 and closed")] = 512,
+          header_timeout: Annotated[float, typer.Option(help="seconds a connection has to send a complete request head "
+                                                        "(and the longest pause inside a body) before it is closed")] = 10.0,
+          idle_timeout: Annotated[float, typer.Option(help="seconds a kept-alive connection may wait for its next request")] = 5.0):
+    "Serve RUN_DIR's selected model over HTTP (POST /predict, GET /info; probes /health, /healthz, /ready, /readyz)."
     from bigmodel_nb.serve import run_server
-    run_server(run_dir, host=host, port=port, variant=variant, threads=threads, max_texts=max_texts, max_chars=max_chars)
+    run_server(run_dir, host=host, port=port, variant=variant, threads=threads, max_texts=max_texts, max_chars=max_chars,
+               api_key_file=api_key_file, max_connections=max_connections, header_timeout=header_timeout, idle_timeout=idle_timeout)
 
 # %% ../nbs/90_cli.ipynb #8de48b06
 @app.command("train-worker", hidden=True)
