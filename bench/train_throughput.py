@@ -66,7 +66,7 @@ from bigmodel_nb.data import stratified_sample
 from bigmodel_nb.modeling import build_model, load_tokenizer
 from bigmodel_nb.rundir import RunDir, load_card, load_splits
 from bigmodel_nb.stage import get_stage
-from bigmodel_nb.train import trainer_options, training_arguments
+from bigmodel_nb.training import trainer_options, training_arguments
 from bigmodel_nb.training import LengthGroupedTrainer, classification_scores, encode_texts
 
 HF_MAX_LENGTH = 128  # run_glue.py / run_classification.py: max_seq_length default, with pad_to_max_length=True

@@ -5,7 +5,9 @@
 # %% auto #0
 __all__ = ['EncodedTexts', 'encode_texts', 'classification_scores', 'ProgressCallback', 'unpadded_supported', 'UnpaddedBatch',
            'unpad_batch', 'unpadded_logits', 'TextTrainer', 'length_label_order', 'ShuffledLengthBatches',
-           'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend']
+           'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend', 'class_weights', 'WeightedLoss',
+           'resample_indices', 'training_arguments', 'RankRecord', 'start_point', 'trainer_options', 'TrainingData',
+           'training_data', 'train_once']
 
 # %% ../nbs/07_training.ipynb #a4893ac6
 import math, os, time
@@ -15,14 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
-from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers import (BertForSequenceClassification, DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer,
+                          TrainerCallback, TrainingArguments, set_seed)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
-from .core import UserError
-from .artifacts import verified_best_checkpoint
-from .rundir import report_progress
+from .core import UserError, write_json
+from .artifacts import verified_best_checkpoint, CheckpointManifest, last_complete_checkpoint, save_model_atomically
+from .modeling import build_model, load_tokenizer
+from .rundir import RunDir, report_progress, load_splits, load_card, add_notice
 
 # %% ../nbs/07_training.ipynb #984d00aa
 class EncodedTexts(torch.utils.data.Dataset):
@@ -298,3 +302,147 @@ def ddp_backend(config: RunConfig) -> str|None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return None
     chosen = config.train.distributed.backend
     return chosen if chosen != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
+
+# %% ../nbs/07_training.ipynb #759c2853
+def class_weights(labels, num_labels: int) -> torch.Tensor:
+    "Per-label loss weights n / (k * count), so every label carries the same total weight."
+    counts = np.bincount(np.asarray(labels), minlength=num_labels)
+    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+class WeightedLoss:
+    "Class-weighted cross-entropy, usable as a Trainer `compute_loss_func`."
+    def __init__(self, weights: torch.Tensor): self.weights = weights
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        return torch.nn.functional.cross_entropy(logits.float(), labels, weight=self.weights.to(logits.device))
+
+def resample_indices(labels, strategy: str, seed: int) -> np.ndarray:
+    "Row indices that balance the labels by over- or under-sampling (in random order)."
+    labels, rng = np.asarray(labels), np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == label) for label in np.unique(labels)]
+    target = max(map(len, groups)) if strategy == "oversample" else min(map(len, groups))
+    chosen = [rng.choice(rows, target, replace=strategy == "oversample" and len(rows) < target) for rows in groups]
+    return rng.permutation(np.concatenate(chosen))
+
+# %% ../nbs/07_training.ipynb #bbbd6151
+def training_arguments(config: RunConfig,     # the run's config (`train` and `runtime` settings)
+                       output_dir: str|Path,  # where the Trainer writes its checkpoints
+                       train_size: int,       # number of training examples: sets the evaluation interval
+                       seed: int|None = None, # the training seed; None: the run's `seed`
+                      ) -> TrainingArguments:
+    "TrainingArguments for the run config (`train_size` sets the evaluation interval; `seed` defaults to the run's)."
+    return stage_arguments(config, config.train, output_dir, train_size, seed, per_device_eval_batch_size=config.runtime.batch_size,
+                           load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
+                           ddp_backend=ddp_backend(config))
+
+# %% ../nbs/07_training.ipynb #fcb1fd57
+class RankRecord(TrainerCallback):
+    "Each process writes what it trained on to `logs/ranks/rank-<r>.json`: proof that every DDP rank took part."
+    def __init__(self, run_dir): self.run, self.steps, self.samples = RunDir(run_dir), 0, 0
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1; self.samples += args.per_device_train_batch_size  # the last batch may be smaller
+    def on_train_end(self, args, state, control, **kwargs):
+        write_json(self.run.rank_log(args.process_index),
+                   {"rank": args.process_index, "world_size": args.world_size, "pid": os.getpid(), "steps": self.steps,
+                    "samples_at_most": self.samples, "device": str(args.device),
+                    "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None})
+
+# %% ../nbs/07_training.ipynb #5e04bc92
+def start_point(config: RunConfig, run: RunDir) -> str|None:
+    "The pretrained masked LM to fine-tune from, when the run has a pretraining stage."
+    if not config.pretrain.enabled: return None
+    if not (run.pretrained/"config.json").exists():
+        raise UserError(f"pretrain.enabled is true but {run.pretrained} holds no model: run the pretrain stage first")
+    return str(run.pretrained)
+
+# %% ../nbs/07_training.ipynb #0c93304d
+def trainer_options(train_config,        # the run's `train` settings
+                    model,               # the model to train
+                    world_size: int = 1, # number of training processes
+                   ) -> tuple[type, dict, str|None]:
+    """The trainer class and its keyword arguments for the `train` settings and `model`, and why training cannot be unpadded
+    although `train.unpadded` asks for it (None when it can, or when it was not asked for)."""
+    unpadded = train_config.unpadded and unpadded_supported(model) and world_size == 1
+    why = None
+    if train_config.unpadded and not unpadded:
+        why = ("it runs in several processes" if world_size > 1
+               else f"{type(model).__name__} is not a single-label BERT classifier")
+        if not train_config.group_by_length: why += "; train.group_by_length: true saves most of the padding instead"
+    if train_config.group_by_length:
+        return LengthGroupedTrainer, {"unpadded": unpadded, "label_mix": train_config.label_mix}, why
+    return TextTrainer, {"unpadded": unpadded}, why
+
+# %% ../nbs/07_training.ipynb #2b5a0292
+@dataclass
+class TrainingData:
+    "What every training of a run shares: tokenizer, label names, encoded train and valid splits, the loss."
+    tokenizer: object
+    label_names: list[str]
+    train_set: EncodedTexts
+    valid_set: EncodedTexts
+    loss: object
+    imbalance: str
+
+def training_data(config: RunConfig, run: RunDir) -> TrainingData:
+    "Tokenize the train split (resampled as `data.imbalance` says) and the valid split (sorted by length: less padding)."
+    splits, label_names = load_splits(run), load_card(run)["label_names"]
+    tokenizer = load_tokenizer(run.tokenizer)
+    train, imbalance = splits["train"], config.data.imbalance
+    if imbalance in ("oversample", "undersample"): train = train.iloc[resample_indices(train["label"], imbalance, config.seed)]
+    loss = WeightedLoss(class_weights(train["label"], len(label_names))) if imbalance == "class_weights" else None
+    valid = splits["valid"].iloc[np.argsort(splits["valid"]["text"].str.len().to_numpy(), kind="stable")]
+    train_set, valid_set = (encode_texts(tokenizer, frame["text"], frame["label"], config.model.max_length)
+                            for frame in (train, valid))
+    return TrainingData(tokenizer, label_names, train_set, valid_set, loss, imbalance)
+
+# %% ../nbs/07_training.ipynb #538912c5
+def _is_main_process() -> bool: return int(os.environ.get("RANK", "0")) == 0
+
+def train_once(config: RunConfig,       # the run's config
+               run: RunDir,             # the run folder
+               data: TrainingData,      # the tokenized splits and the loss, from `training_data`
+               seed: int,               # the training seed
+               checkpoints: Path,       # this training's checkpoint folder (resumed from its last complete checkpoint)
+               target: Path,            # where the best model is saved
+               rank_record: RankRecord|None = None, # the callback recording what this process trained on (DDP)
+               task: str = "train",     # the name progress reports give this training
+               callbacks: tuple = (),   # more TrainerCallbacks (the tuning stage's pruning)
+              ) -> tuple[dict, list[dict]]:
+    """One training with `seed`: checkpoints in `checkpoints` (resumed from the last complete one), the best model by valid
+    macro-F1 saved to `target`; returns its metrics and log history."""
+    set_seed(seed)
+    start_from = start_point(config, run)
+    model = build_model(config.model, data.tokenizer, data.label_names, start_from=start_from)
+    callbacks = [ProgressCallback(run, task=task), CheckpointManifest(), *([rank_record] if rank_record else []), *callbacks]
+    if config.train.early_stopping_patience: callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
+    trainer_class, options, why = trainer_options(config.train, model, int(os.environ.get("WORLD_SIZE", "1")))
+    if why and _is_main_process(): print(f"train.unpadded: training computes padded batches because {why}", flush=True)
+    trainer = trainer_class(**options,
+        model=model, args=training_arguments(config, checkpoints, len(data.train_set), seed), train_dataset=data.train_set,
+        eval_dataset=data.valid_set, data_collator=DataCollatorWithPadding(data.tokenizer), processing_class=data.tokenizer,
+        compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=data.loss)
+    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the same logs, with an ETA
+    main = trainer.is_world_process_zero()
+    where = "" if task == "train" else f"{task}: "  # which restart, when there are several
+    notify = (lambda message: add_notice(run, "train", where + message)) if main else (lambda message: None)
+    resume = last_complete_checkpoint(checkpoints, clean=main, on_skip=notify)
+    if resume and main: print(f"resuming training from {resume}", flush=True)
+    output = trainer.train(resume_from_checkpoint=resume)
+    for message in trainer.skipped_checkpoints: notify(message)  # a damaged best checkpoint was not loaded
+    save_model_atomically(trainer, target)
+    metrics = {
+        "num_parameters": int(sum(p.numel() for p in trainer.model.parameters())),
+        "epochs_run": float(trainer.state.epoch), "steps": int(trainer.state.global_step),
+        "train_seconds": float(output.metrics["train_runtime"]),
+        "samples_per_second": float(output.metrics["train_samples_per_second"]),
+        "tokens_per_second": float(data.train_set.token_count() * trainer.state.epoch / output.metrics["train_runtime"]),
+        "best_valid_macro_f1": float(trainer.state.best_metric), "best_step": int(trainer.state.best_global_step or 0),
+        "group_by_length": config.train.group_by_length, "label_mix": config.train.label_mix,
+        "unpadded": options["unpadded"], "imbalance": data.imbalance, "pooling": config.model.pooling,
+        "train_examples": len(data.train_set), "seed": seed,
+        "device": str(trainer.args.device), "threads": torch.get_num_threads(), "world_size": int(trainer.args.world_size),
+        "started_from": "pretrained" if start_from else (config.model.backbone or "scratch"), "resumed_from": resume,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
+        "skipped_checkpoints": list(trainer.skipped_checkpoints),
+    }
+    return metrics, trainer.state.log_history

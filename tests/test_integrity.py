@@ -38,7 +38,7 @@ def same_tensors(a: dict, b: dict) -> bool:
 def checkpoint_step(name: str) -> int: return int(name.rsplit("-", 1)[1])
 
 def test_a_corrupt_best_checkpoint_never_becomes_the_model(prepared, tmp_path, monkeypatch):
-    import bigmodel_nb.train as train_module
+    import bigmodel_nb.training as train_module
     from bigmodel_nb.artifacts import CheckpointManifest
     from bigmodel_nb.report import build_report
     from bigmodel_nb.stage import get_stage
@@ -80,7 +80,7 @@ def test_a_corrupt_best_checkpoint_never_becomes_the_model(prepared, tmp_path, m
     assert "Notices" in page and f"best-model selection skipped {damaged['name']}" in page
 
 def test_resume_past_a_corrupt_newest_checkpoint_is_said_on_the_terminal(prepared, tmp_path, monkeypatch):
-    import bigmodel_nb.train as train_module
+    import bigmodel_nb.training as train_module
     from bigmodel_nb.artifacts import CheckpointManifest
     from bigmodel_nb.core import write_json
     from bigmodel_nb.stage import get_stage
