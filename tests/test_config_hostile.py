@@ -1,5 +1,5 @@
 "Hostile configs (issue 23): alias bombs, huge values, many keys and fuzzed YAML end in a short UserError, never a traceback."
-import json, math, subprocess, sys, tempfile, textwrap, time, types, typing
+import atexit, json, math, shutil, subprocess, sys, tempfile, textwrap, types, typing
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from bigmodel_nb.core import UserError
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MESSAGE_CHARS = 5_000  # "a few KB": what any config error may print
 SCRATCH = Path(tempfile.mkdtemp(prefix="config_hostile_"))  # hypothesis dislikes function-scoped tmp_path
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 
 
 def user_error(call) -> str:
