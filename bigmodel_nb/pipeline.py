@@ -21,7 +21,7 @@ from .report import build_report
 # %% ../nbs/85_pipeline.ipynb #64d5d32f
 DEMO_OVERRIDES = ["name=demo", "data.sample=400", "data.clean.near_duplicates.enabled=false", "model.vocab_size=1000", "model.hidden_size=32", "model.num_layers=1",
                   "model.num_heads=2", "model.intermediate_size=64", "model.max_length=48", "train.epochs=1",
-                  "evaluate.baseline=false", "pretrain.max_texts=1000"]
+                  "evaluate.baseline=false", "pretrain.max_texts=1000", "tune.trials=3", "tune.startup_trials=2"]
 
 def stage_context(stage: str,                  # the stage whose workflow notebook asks
                   config_path: str|None = None, # the run's config.yaml (papermill parameter); None: demo run
@@ -36,11 +36,13 @@ def stage_context(stage: str,                  # the stage whose workflow notebo
         if parent and parent.isdigit(): die_with_parent(signal.SIGKILL, int(parent))  # no orphan kernel keeps computing
         return load_config(config_path), RunDir(run_dir)
     if config_path is not None or run_dir is not None: raise UserError("give both config_path and run_dir, or neither (demo run)")
-    config, run = load_config(None, DEMO_OVERRIDES), RunDir(tempfile.mkdtemp(prefix="bigmodel-nb-demo-"))
+    switch = REGISTRY[stage].when if stage in REGISTRY else None  # a stage that is off by default is switched on for its demo
+    config = load_config(None, DEMO_OVERRIDES + ([f"{switch}=true"] if switch else []))
+    run = RunDir(tempfile.mkdtemp(prefix="bigmodel-nb-demo-"))
     save_config(config, run.config)
     names = list(REGISTRY)
     for earlier in names[:names.index(stage)]:
-        if earlier in stages_for(config) or stage not in stages_for(config): get_stage(earlier).run(config, run)
+        if earlier in stages_for(config): get_stage(earlier).run(config, run)
     return config, run
 
 # %% ../nbs/85_pipeline.ipynb #c709d4ea

@@ -47,6 +47,7 @@ _PLACES = {  # name -> path inside the run folder
     "figures": ("figures",), "notebooks": ("notebooks",), "logs": ("logs",),
     "progress": ("logs", "progress.json"), "stages_log": ("logs", "stages.json"), "restarts_log": ("logs", "restarts.json"),
     "torchrun_log": ("logs", "torchrun.log"), "request_log": ("logs", "serve.jsonl"), "ranks": ("logs", "ranks"),
+    "tune": ("tune",), "tune_best": ("tune", "best.json"), "tune_trials": ("tune", "trials.csv"), "tune_storage": ("tune", "optuna.db"),
 }
 for _name, _parts in _PLACES.items(): setattr(RunDir, _name, _folder(*_parts))
 
@@ -65,12 +66,13 @@ def _rank_log(self, rank: int) -> Path: return self.ranks/f"rank-{rank}.json"  #
 def _stage_record(self, stage: str) -> Path: return self.logs/"finished"/f"{stage}.json"  # a finished stage's record
 def _restart(self, index: int) -> Path: return self.restarts/f"restart-{index}"  # one restart's best model
 def _restart_checkpoints(self, index: int) -> Path: return self.checkpoints/f"restart-{index}"
+def _trial(self, number: int) -> Path: return self.tune/f"trial-{number}"  # one tuning trial's checkpoints and model
 
 def _variant(self, name: str) -> Path:
     "The folder of a servable variant: `model/` for fp32, `compressed/<name>/` for the others."
     return self.model if name == FP32 else self.compressed/name
 
-for _function in (_split, _figure, _history, _notebook, _stage_record, _rank_log, _restart, _restart_checkpoints, _variant):
+for _function in (_split, _figure, _history, _notebook, _stage_record, _rank_log, _restart, _restart_checkpoints, _trial, _variant):
     setattr(RunDir, _function.__name__.lstrip("_"), _function)
 
 # %% ../nbs/02_rundir.ipynb #0e9d1151

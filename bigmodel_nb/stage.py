@@ -88,6 +88,7 @@ REGISTRY = {
     "data": StageEntry("bigmodel_nb.data:DataStage"),
     "tokenizer": StageEntry("bigmodel_nb.tokenizer:TokenizerStage"),
     "pretrain": StageEntry("bigmodel_nb.pretrain:PretrainStage", when="pretrain.enabled"),
+    "tune": StageEntry("bigmodel_nb.tune:TuneStage", when="tune.enabled"),
     "train": StageEntry("bigmodel_nb.train:TrainStage"),
     "evaluate": StageEntry("bigmodel_nb.evaluate:EvaluateStage"),
     "compress": StageEntry("bigmodel_nb.compress:CompressStage", when="compress.enabled"),

@@ -27,7 +27,7 @@ from .heads import AveragedClassifier, AveragedClassifierConfig
 from .inference import torch_device
 from .modeling import build_model, load_tokenizer, write_model_card
 from .training import (EncodedTexts, encode_texts, classification_scores, _compute_metrics, ProgressCallback,
-                                  TrainingData, training_data, train_once, RankRecord, _is_main_process, ddp_backend)
+                                  TrainingData, training_data, train_once, RankRecord, _is_main_process, ddp_backend, tuned_config)
 
 # %% ../nbs/40_train.ipynb #f97b5c93
 def plot_learning_curve(history: list[dict]):
@@ -170,6 +170,7 @@ def run_train(config: RunConfig,    # the run's resolved config
     """The training stage's work: fine-tune on train (`train.restarts` times), select on valid, save the best model to the run's
     `model/`; returns the `train` section (empty on DDP ranks other than 0)."""
     run = RunDir(run_dir)
+    config = tuned_config(config, run)  # with the tune stage's best settings, when the run tunes
     processes = config.train.distributed.nproc_per_node
     if processes > 1 and "LOCAL_RANK" not in os.environ: return launch_distributed(config, run, processes)
     if config.runtime.threads: torch.set_num_threads(config.runtime.threads)
@@ -179,6 +180,7 @@ def run_train(config: RunConfig,    # the run's resolved config
         metrics, history = train_once(config, run, data, config.seed, run.checkpoints, run.model, rank_record)
     else: metrics, history = train_restarts(config, run, data, rank_record)
     if not _is_main_process(): return {}
+    if config.tune.enabled: metrics["tuned_settings"] = read_json(run.tune_best)["params"]
     write_json(run.history("train"), history)
     update_metrics(run, train=metrics)  # before the figure: a torchrun launcher reads it back
     card = load_card(run)

@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['EncodedTexts', 'encode_texts', 'classification_scores', 'ProgressCallback', 'unpadded_supported', 'UnpaddedBatch',
            'unpad_batch', 'unpadded_logits', 'TextTrainer', 'length_label_order', 'ShuffledLengthBatches',
-           'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend', 'class_weights', 'WeightedLoss',
-           'resample_indices', 'training_arguments', 'RankRecord', 'start_point', 'trainer_options', 'TrainingData',
-           'training_data', 'train_once']
+           'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend', 'with_settings', 'tuned_config', 'class_weights',
+           'WeightedLoss', 'resample_indices', 'training_arguments', 'RankRecord', 'start_point', 'trainer_options',
+           'TrainingData', 'training_data', 'train_once']
 
 # %% ../nbs/07_training.ipynb #a4893ac6
 import math, os, time
@@ -23,7 +23,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
-from .core import UserError, write_json
+from .core import UserError, write_json, read_json
 from .artifacts import verified_best_checkpoint, CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import build_model, load_tokenizer
 from .rundir import RunDir, report_progress, load_splits, load_card, add_notice
@@ -302,6 +302,25 @@ def ddp_backend(config: RunConfig) -> str|None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return None
     chosen = config.train.distributed.backend
     return chosen if chosen != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
+
+# %% ../nbs/07_training.ipynb #490cd0a6
+def with_settings(config: RunConfig, settings: dict) -> RunConfig:
+    "A copy of `config` with `settings` (`{'train.learning_rate': 1e-3, ...}`) applied and validated."
+    from pydantic import ValidationError
+    from bigmodel_nb.config import apply_override, format_validation_error
+    tree = config.model_dump(mode="json")
+    for key, value in settings.items(): apply_override(tree, key.split("."), value)
+    try: return RunConfig.model_validate(tree)
+    except ValidationError as error:
+        raise UserError(format_validation_error(error, f"the run's config with the settings {settings}")) from None
+
+def tuned_config(config: RunConfig, run: RunDir) -> RunConfig:
+    "The run's config with the tuning stage's best settings applied (the config itself when the run does not tune)."
+    if not config.tune.enabled: return config
+    best = read_json(run.tune_best)
+    if best is None: raise UserError(f"tune.enabled is true but {run.relative(run.tune_best)} is missing: run the tune stage first")
+    print(f"training with the tuned settings of trial {best['trial']}: {best['params']}", flush=True)
+    return with_settings(config, best["params"])
 
 # %% ../nbs/07_training.ipynb #759c2853
 def class_weights(labels, num_labels: int) -> torch.Tensor:
