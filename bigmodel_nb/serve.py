@@ -432,7 +432,7 @@ def create_app(run_dir: str|Path, variant: str|None = None, threads: int|None = 
         log.write(endpoint=path, status=refused.status, variant=name, n_texts=None, latency_ms=None, labels={},
                   text_lengths=[], error=refused.message)
         return JSONResponse({"detail": refused.message, **({"errors": refused.errors} if refused.errors is not None else {})},
-                            status_code=refused.status)
+                            status_code=refused.status, headers={"connection": "close"} if refused.status == 408 else None)
     app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=max_body_size(max_texts, max_chars),
                        body_timeout=body_timeout, refuse=refuse)
 
