@@ -651,7 +651,7 @@ def run_server(run_dir: str|Path, host: str = "127.0.0.1", port: int = 8000, var
         if warning := exposure_warning(host, api_key): print(warning, file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=30,
                                 http=guarded_protocol(max_connections, header_timeout), timeout_keep_alive=idle_timeout,
-                                backlog=BACKLOG)
+                                backlog=BACKLOG, ws="none")  # no WebSocket upgrades: a connection stays under GuardedH11Protocol
         access = "; requests need the X-API-Key header" if api_key else ""
         announcement = f"serving {served.choice.name} from {served.run_dir} on {server_url(sock)} ({served.choice.source}{access})"
         with signals_end_quietly(), repeats_held_back(): AnnouncingServer(config, announcement).run(sockets=[sock])
