@@ -4,24 +4,26 @@
 
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'DEFAULT_MAX_TEXTS', 'DEFAULT_MAX_CHARS', 'JSON_TYPES', 'BODY_SHAPE', 'MAX_MESSAGE_CHARS',
-           'SHOWN_PROBLEMS', 'DEFAULT_THREADS', 'PROBES', 'API_KEY_ENV', 'DEFAULT_HEADER_TIMEOUT', 'BACKLOG',
-           'DEFAULT_MAX_CONNECTIONS', 'DEFAULT_IDLE_TIMEOUT', 'SERVICE_UNAVAILABLE', 'REQUEST_TIMEOUT', 'FD_RESERVE',
-           'VariantChoice', 'available_variants', 'choose_variant', 'weight_files', 'sha256_of', 'artifact_checksums',
-           'Predictor', 'encodable', 'request_model', 'json_type', 'error_location', 'describe_error', 'clip',
-           'describe_errors', 'quoted_names', 'RequestRefused', 'check_shape', 'parse_texts', 'RequestLog',
-           'recorded_checksums', 'Served', 'load_served', 'shown_path', 'model_card', 'max_body_size', 'read_api_key',
-           'key_matches', 'RequestGuard', 'ClientGone', 'wait_for_disconnect', 'predict_unless_gone', 'is_json',
-           'create_app', 'bind_socket', 'server_url', 'raw_answer', 'GuardedH11Protocol', 'guarded_protocol',
-           'open_descriptors', 'fit_connection_limit', 'RepeatFilter', 'repeats_held_back', 'is_loopback',
-           'exposure_warning', 'AnnouncingServer', 'signals_end_quietly', 'run_server']
+           'SHOWN_PROBLEMS', 'JSON_TOKEN', 'DEFAULT_THREADS', 'PROBES', 'API_KEY_ENV', 'DEFAULT_HEADER_TIMEOUT',
+           'BACKLOG', 'DEFAULT_MAX_CONNECTIONS', 'DEFAULT_IDLE_TIMEOUT', 'SERVICE_UNAVAILABLE', 'REQUEST_TIMEOUT',
+           'FD_RESERVE', 'VariantChoice', 'available_variants', 'choose_variant', 'weight_files', 'sha256_of',
+           'artifact_checksums', 'Predictor', 'encodable', 'request_model', 'json_type', 'error_location',
+           'describe_error', 'clip', 'describe_errors', 'quoted_names', 'RequestRefused', 'check_shape',
+           'too_many_values', 'screen_values', 'parse_texts', 'RequestLog', 'recorded_checksums', 'Served',
+           'load_served', 'shown_path', 'model_card', 'max_body_size', 'read_api_key', 'key_matches', 'RequestGuard',
+           'ClientGone', 'wait_for_disconnect', 'predict_unless_gone', 'is_json', 'create_app', 'bind_socket',
+           'server_url', 'raw_answer', 'GuardedH11Protocol', 'guarded_protocol', 'open_descriptors',
+           'fit_connection_limit', 'RepeatFilter', 'repeats_held_back', 'is_loopback', 'exposure_warning',
+           'AnnouncingServer', 'signals_end_quietly', 'run_server']
 
 # %% ../nbs/95_serve.ipynb #187a8c71
-import asyncio, hashlib, hmac, ipaddress, json, logging, os, resource, signal, socket, sys, threading, time
+import asyncio, hashlib, hmac, ipaddress, json, logging, os, re, resource, signal, socket, sys, threading, time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from json.decoder import scanstring
 from pathlib import Path
 from typing import Annotated
 
@@ -244,10 +246,54 @@ def check_shape(body, max_texts: int) -> None:
     if isinstance(body["texts"], list) and len(body["texts"]) > max_texts:
         raise RequestRefused(422, f"texts has {len(body['texts'])} items; at most {max_texts} per request: split the batch")
 
+# %% ../nbs/95_serve.ipynb #aae397b3
+JSON_TOKEN = re.compile(r'[ \t\n\r]*(?:(")|([\[{])|([\]}])|([,:])|([^ \t\n\r\[\]{},:"]+))')
+
+def too_many_values(top: str|None, unknown: list, n_texts: int, max_texts: int, budget: int) -> str:
+    "Why a body that holds more than `budget` JSON values is refused, from what `screen_values` saw before stopping."
+    if top != "{": return f"the body must be a JSON object, got an array: {BODY_SHAPE}"
+    if len(unknown) > SHOWN_PROBLEMS: return f"{quoted_names(unknown[:SHOWN_PROBLEMS])} and more are not known fields: {BODY_SHAPE}"
+    if unknown: return f"{quoted_names(unknown)} {'is not a known field' if len(unknown) == 1 else 'are not known fields'}: {BODY_SHAPE}"
+    if n_texts > max_texts: return f"texts has more than {max_texts} items; at most {max_texts} per request: split the batch"
+    return f"the body holds more than {budget} JSON values, more than any request: {BODY_SHAPE} with at most {max_texts} texts"
+
+def screen_values(text: str, max_texts: int) -> None:
+    "Refuse (422), after reading at most `max_texts` + 17 values, a body holding more JSON values than any request."
+    budget, values, position, containers, unknown, n_texts, top, key = max_texts + 16, 0, 0, [], [], 0, None, None
+    while values <= budget and (match := JSON_TOKEN.match(text, position)):  # containers: [bracket, expects a key, is texts]
+        position = match.end()
+        quote, opening, closing, separator, _ = match.groups()
+        inside = containers[-1] if containers else None
+        if separator:
+            if inside and inside[0] == "{": inside[1] = separator == ","
+            continue
+        if closing:
+            if containers: containers.pop()
+            if not containers: return  # the top-level value is complete: json.loads judges the rest
+            continue
+        if quote:
+            try: string, position = scanstring(text, position)
+            except ValueError: return  # a malformed string: json.loads stops there too
+            if inside and inside[0] == "{" and inside[1]:  # a key
+                inside[1] = False
+                if len(containers) == 1:
+                    key = string
+                    if key != "texts": unknown.append(key)
+                continue
+        values += 1
+        top = top or opening or "scalar"
+        if inside and inside[2]: n_texts += 1
+        if opening: containers.append([opening, opening == "{", opening == "[" and len(containers) == 1 and key == "texts"])
+        if not containers: return  # a lone scalar
+    if values > budget: raise RequestRefused(422, too_many_values(top, unknown, n_texts, max_texts, budget))
+
 # %% ../nbs/95_serve.ipynb #f33feefa
 def parse_texts(raw: bytes, PredictRequest: type[BaseModel], max_texts: int, max_chars: int) -> list[str]:
     "The texts of a raw `/predict` body, or RequestRefused (422) saying, briefly, what is wrong."
-    try: body = json.loads(raw)
+    try:
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        screen_values(text, max_texts)
+        body = json.loads(text)
     except (ValueError, RecursionError) as error: raise RequestRefused(422, f"the body is not valid JSON ({clip(str(error), 200)})") from None
     check_shape(body, max_texts)
     try: return PredictRequest.model_validate(body).texts
