@@ -105,6 +105,9 @@ def training_section(run: RunDir, metrics: dict) -> str:
     they were averaged)."""
     train = metrics.get("train")
     section = _metrics_section("Training", train, run.figure("learning_curve"))
+    if (train or {}).get("tuned_settings"):
+        tuned = ", ".join(f"{key} = {fmt(value)}" for key, value in train["tuned_settings"].items())
+        section = section.replace("</h2>", f"</h2><p>Trained with the tuning stage's best settings: {escape(tuned)}.</p>", 1)
     restarts = (train or {}).get("restarts")
     if not restarts: return section
     kept, averaged = train.get("selected_restart"), train.get("ensemble", False)

@@ -269,9 +269,10 @@ def tune_section(run: RunDir, metrics: dict) -> str:
                ("trials", f"{tune['n_trials']} ({tune['n_complete']} complete, {tune['n_pruned']} pruned, {tune['n_failed']} failed)"),
                ("storage", tune["storage"]), ("sampler / pruner", f"{tune['sampler']} / {tune['pruner']}")]
     table = pd.read_csv(run.tune_trials) if run.tune_trials.exists() else pd.DataFrame()
-    rows = [[fmt(value) if not isinstance(value, str) else value for value in row] for row in table.itertuples(index=False)]
+    rows = [["—" if pd.isna(value) else value if isinstance(value, str) else fmt(value) for value in row]
+            for row in table.itertuples(index=False)]
     figures = "".join(image_tag(run.figure(name), name) for name in TUNE_FIGURES if run.figure(name).exists())
-    return ("<h2>Tuning (Optuna)</h2>" + html_table(summary, ["", ""]) + "<h3>Every trial</h3>"
+    return ("<h2>Tuning (Optuna)</h2>" + html_table(summary) + "<h3>Every trial</h3>"
             + f'<div class="wide">{html_table(rows, list(table.columns))}</div>' + f'<div class="row">{figures}</div>')
 
 # %% ../nbs/35_tune.ipynb #deeefc90
