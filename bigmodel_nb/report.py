@@ -10,7 +10,7 @@ __all__ = ['STYLE', 'escape', 'image_tag', 'html_table', 'fmt', 'data_section', 
 import base64, html, time
 from pathlib import Path
 
-from .core import read_json, get_metric
+from .core import read_json, get_metric, hide_passwords
 from .rundir import RunDir, read_metrics
 
 # %% ../nbs/80_report.ipynb #8220a7a9
@@ -250,7 +250,7 @@ def build_report(run_dir: str|Path,              # the run folder
     from bigmodel_nb.stage import all_stages  # stage modules import this one: import them only when a report is built
     run = RunDir(run_dir)
     metrics = read_metrics(run)
-    config_text = run.config.read_text(encoding="utf-8") if run.config.exists() else ""
+    config_text = hide_passwords(run.config.read_text(encoding="utf-8")) if run.config.exists() else ""
     banner = f'<div class="banner"><b>This run failed.</b> {escape(failure)}</div>' if failure else ""
     body = "".join([
         f"<h1>Run report: {escape(run.root.name)}</h1><p>Written {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by bigmodel_nb.</p>",

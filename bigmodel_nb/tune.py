@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['trial_config', 'HEARTBEAT_S', 'GRACE_S', 'TUNE_FIGURES', 'suggest', 'storage_url', 'shown_storage', 'open_storage',
-           'make_sampler', 'make_pruner', 'open_study', 'PruneOnEvaluation', 'Objective', 'recover_interrupted',
-           'StudyProgress', 'optimize', 'plot_study', 'trials_table', 'run_tune', 'TuneStage', 'tune_section',
-           'tune_worker']
+           'sampler_seed', 'make_sampler', 'make_pruner', 'open_study', 'PruneOnEvaluation', 'Objective',
+           'recover_interrupted', 'StudyProgress', 'optimize', 'plot_study', 'trials_table', 'wait_for_other_workers',
+           'run_tune', 'TuneStage', 'tune_section', 'tune_worker']
 
 # %% ../nbs/35_tune.ipynb #3885a713
 import os, shutil, socket, time
@@ -54,20 +54,38 @@ def open_storage(url: str):
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     if url.startswith("sqlite:///"): Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                          engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
-    except Exception as error:  # a bad URL, a database that is down, a driver that is not installed
-        raise UserError(f"cannot open the Optuna storage {shown_storage(url)}: {type(error).__name__}: "
-                        f"{str(error).splitlines()[0][:300]}") from None
+    with quiet_libraries("optuna"):  # heartbeats are "experimental" in Optuna's words; they are what makes sharing safe
+        return _opened(url, lambda: RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                                               engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None))
+
+def _opened(url: str, open_it, attempts: int = 6):
+    "`open_it()`, retried a few times: workers that start together on a new database race to create its tables."
+    import random
+    for attempt in range(1, attempts + 1):
+        try: return open_it()
+        except UserError: raise
+        except ImportError as error:
+            raise UserError(f"cannot open the Optuna storage {shown_storage(url)}: its driver is not installed ({error}); "
+                            "for PostgreSQL: pip install 'psycopg[binary]'") from None
+        except Exception as error:  # a bad URL, a database that is down, a race with another worker creating it
+            if attempt == attempts or type(error).__name__ in ("ArgumentError", "NoSuchModuleError"):
+                raise UserError(f"cannot open the Optuna storage {shown_storage(url)}: {type(error).__name__}: "
+                                f"{(str(error).splitlines() or [''])[0][:300]}") from None
+            time.sleep(random.uniform(0.2, 1.0) * attempt)
 
 # %% ../nbs/35_tune.ipynb #8503f6e3
-def make_sampler(config: RunConfig):
-    "The study's sampler: TPE (seeded with the run's seed, `tune.startup_trials` random trials first) or random search."
+def sampler_seed(config: RunConfig, worker: str|None = None) -> int:
+    "The run's seed for the run's own tune stage; for another worker a seed of its own, so workers never draw alike."
+    import zlib
+    return config.seed if worker is None else (config.seed + 1 + zlib.crc32(worker.encode())) % 2**31
+
+def make_sampler(config: RunConfig, worker: str|None = None):
+    "The study's sampler: TPE (`tune.startup_trials` random trials first) or random search, seeded by `sampler_seed`."
     import optuna
-    if config.tune.sampler == "random": return optuna.samplers.RandomSampler(seed=config.seed)
-    return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.tune.startup_trials)
+    seed = sampler_seed(config, worker)
+    if config.tune.sampler == "random": return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.tune.startup_trials)
 
 def make_pruner(config: RunConfig):
     "The study's pruner: median, Hyperband over the evaluation steps, or none."
@@ -76,12 +94,14 @@ def make_pruner(config: RunConfig):
     if config.tune.pruner == "hyperband": return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.MedianPruner(n_startup_trials=config.tune.startup_trials, n_warmup_steps=0)
 
-def open_study(config: RunConfig, run: RunDir, storage: str|None = None):
-    "Create the run's study, or load it when it exists (a resumed run, a worker joining)."
+def open_study(config: RunConfig, run: RunDir, storage: str|None = None, worker: str|None = None):
+    "Create the run's study, or load it when it exists (a resumed run, a worker joining; `worker` names one)."
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=open_storage(storage_url(config, run, storage)), study_name=config.tune.study_name or config.name,
-                               direction="maximize", sampler=make_sampler(config), pruner=make_pruner(config), load_if_exists=True)
+    url = storage_url(config, run, storage)
+    return _opened(url, lambda: optuna.create_study(
+        storage=open_storage(url), study_name=config.tune.study_name or config.name, direction="maximize",
+        sampler=make_sampler(config, worker), pruner=make_pruner(config), load_if_exists=True))
 
 # %% ../nbs/35_tune.ipynb #bfd8d5d4
 class PruneOnEvaluation(TrainerCallback):
@@ -173,7 +193,7 @@ def optimize(config: RunConfig,       # the run's config (`tune` settings, searc
              own_study: bool = False, # True: no other process uses this study (a RUNNING trial was interrupted)
             ):
     "Run trials of the run's study in this process until it holds `tune.trials` finished ones; returns the study."
-    study = open_study(config, run, storage)
+    study = open_study(config, run, storage, worker)
     recovered = recover_interrupted(study, own_storage=own_study)
     if recovered: add_notice(run, "tune", f"trials {', '.join(map(str, recovered))} were interrupted (the run was stopped); "
                                           "they are marked failed and their settings tried again")
@@ -210,11 +230,11 @@ def plot_study(study, run: RunDir) -> dict:
     return missing
 
 # %% ../nbs/35_tune.ipynb #8ac218dc
-def trials_table(study):
-    "One row per trial: number, state, value, parameters, epochs run, duration, worker, and the trial it retried."
+def trials_table(trials: list):
+    "One row per trial (a study's `get_trials()`): number, state, value, parameters, epochs run, duration, worker, the trial it retried."
     import pandas as pd
     rows = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         seconds = ((trial.datetime_complete - trial.datetime_start).total_seconds()
                    if trial.datetime_complete and trial.datetime_start else None)
         rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": trial.value,
@@ -224,24 +244,46 @@ def trials_table(study):
     return pd.DataFrame(rows)
 
 # %% ../nbs/35_tune.ipynb #fb6a18a1
+def wait_for_other_workers(study, poll: float = 2.0) -> list:
+    """The study's trials once no other worker's trial is running (database storages fail a dead worker's trial after
+    `GRACE_S`; without heartbeats the wait ends after three times the longest finished trial, at least a minute)."""
+    from optuna.trial import TrialState
+    started, said = time.time(), False
+    while True:
+        trials = study.get_trials(deepcopy=True)
+        running = [trial for trial in trials if trial.state == TrialState.RUNNING]
+        if not running: return trials
+        durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials if t.datetime_complete and t.datetime_start]
+        if time.time() - started > max(60.0, 3 * max(durations, default=0)):
+            print(f"trials {', '.join(str(t.number) for t in running)} of other workers are still running; the study is "
+                  "summed up without them", flush=True)
+            return trials
+        if not said: print(f"waiting for {len(running)} trial(s) of other workers to finish", flush=True); said = True
+        import optuna
+        optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
+        time.sleep(poll)
+
 def run_tune(config: RunConfig, run_dir: str|Path, storage: str|None = None) -> dict:
     "The tuning stage's work: run the study, record the best settings for the `train` stage; returns the `tune` section."
     from optuna.trial import TrialState
     run = RunDir(run_dir)
     if not config.tune.search_space: raise UserError("tune.enabled is true but tune.search_space is empty: give at least one key to search")
     study = optimize(config, run, storage, own_study=storage is None and config.tune.storage is None)
-    states = [trial.state for trial in study.get_trials(deepcopy=False)]
-    if TrialState.COMPLETE not in states:
+    trials = wait_for_other_workers(study)  # one snapshot for the counts, the table, the best trial and the figures
+    states = [trial.state for trial in trials]
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    if not complete:
         raise UserError(f"no trial of the study completed ({len(states)} tried: {states.count(TrialState.PRUNED)} pruned, "
                         f"{states.count(TrialState.FAIL)} failed); see the tune notebook for their errors")
-    best = study.best_trial
+    best = max(complete, key=lambda trial: (trial.value, -trial.number))
     write_json(run.tune_best, {"params": best.params, "value": best.value, "trial": best.number, "metric": config.tune.metric})
-    trials_table(study).to_csv(run.tune_trials, index=False)
+    trials_table(trials).to_csv(run.tune_trials, index=False)
     missing = plot_study(study, run)
     url = storage_url(config, run, storage)
     section = {"metric": f"valid {config.tune.metric}", "best_value": float(best.value), "best_params": best.params,
-               "best_trial": best.number, "n_trials": len(states), "n_complete": states.count(TrialState.COMPLETE),
+               "best_trial": best.number, "n_trials": len(states), "n_complete": len(complete),
                "n_pruned": states.count(TrialState.PRUNED), "n_failed": states.count(TrialState.FAIL),
+               "n_running": states.count(TrialState.RUNNING),
                "storage": shown_storage(url) if url != f"sqlite:///{run.tune_storage.resolve()}" else run.relative(run.tune_storage),
                "study_name": study.study_name, "sampler": config.tune.sampler, "pruner": config.tune.pruner,
                "figures_not_drawn": missing}

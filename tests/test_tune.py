@@ -75,8 +75,10 @@ def test_a_killed_study_resumes_with_its_finished_trials(tmp_path):
     before = {t.number: (t.state, t.value, t.params) for t in study_of(run_dir).get_trials()}
     interrupted = [number for number, (state, _, _) in before.items() if state == TrialState.RUNNING]
     assert len(interrupted) == 1
-    time.sleep(2)
-    assert not [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "a process of the killed run is left"
+    deadline = time.time() + 10
+    while (left := [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not left, "a process of the killed run is left"
 
     resumed = run_cli("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
