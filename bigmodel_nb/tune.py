@@ -88,11 +88,14 @@ def make_sampler(config: RunConfig, worker: str|None = None):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.tune.startup_trials)
 
 def make_pruner(config: RunConfig):
-    "The study's pruner: median, Hyperband over the evaluation steps, or none."
+    """The study's pruner: median, Hyperband over the evaluation steps, or none. Neither prunes within a trial's first
+    epoch (`train.evals_per_epoch` evaluations), and the median is taken over at least `tune.startup_trials` trials."""
     import optuna
+    warmup = config.train.evals_per_epoch  # after a fraction of an epoch every model still predicts one class
     if config.tune.pruner == "none": return optuna.pruners.NopPruner()
-    if config.tune.pruner == "hyperband": return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.MedianPruner(n_startup_trials=config.tune.startup_trials, n_warmup_steps=0)
+    if config.tune.pruner == "hyperband": return optuna.pruners.HyperbandPruner(min_resource=warmup, reduction_factor=3)
+    return optuna.pruners.MedianPruner(n_startup_trials=config.tune.startup_trials, n_warmup_steps=warmup,
+                                       n_min_trials=max(1, config.tune.startup_trials))
 
 def open_study(config: RunConfig, run: RunDir, storage: str|None = None, worker: str|None = None):
     "Create the run's study, or load it when it exists (a resumed run, a worker joining; `worker` names one)."
@@ -113,7 +116,7 @@ class PruneOnEvaluation(TrainerCallback):
         self.evaluations += 1; step = self.evaluations  # the pruners' resource: evaluations so far
         self.trial.report(float(metrics[self.key]), step)
         self.trial.set_user_attr("epochs_run", round(float(state.epoch or 0), 3))
-        if self.trial.should_prune():
+        if state.global_step < state.max_steps and self.trial.should_prune():  # never discard a trial whose training is done
             raise optuna.TrialPruned(f"valid {self.key[5:]} {metrics[self.key]:.4f} at evaluation {step} (epoch {state.epoch:.2f})")
 
 # %% ../nbs/35_tune.ipynb #91fbbeca
