@@ -297,7 +297,7 @@ def run_tune(config: RunConfig, run_dir: str|Path, storage: str|None = None) -> 
 class TuneStage(Stage):
     "Search the train/model settings with Optuna; the best trial's settings drive the final training."
     name, section = "tune", "tune"                                           # the stage and its metrics.json section
-    needs, makes = ("data", "tokenizer"), ("tune_best", "tune_trials")        # what it reads and writes
+    needs, makes = ("data", "tokenizer"), ("tune", "tune_best", "tune_trials")  # what it reads and writes (the study too)
     figures = tuple(TUNE_FIGURES)                                            # Optuna's plots of the study
     def work(self, config, run): return run_tune(config, run)                # config: the run's; run: its RunDir
     def report_section(self, run, metrics): return tune_section(run, metrics)

