@@ -11,10 +11,10 @@ __all__ = ['PICKLE_SUFFIXES', 'DEFAULT_MAX_TEXTS', 'DEFAULT_MAX_CHARS', 'JSON_TY
            'describe_error', 'clip', 'describe_errors', 'quoted_names', 'RequestRefused', 'check_shape',
            'too_many_values', 'screen_values', 'parse_texts', 'RequestLog', 'recorded_checksums', 'Served',
            'load_served', 'shown_path', 'model_card', 'max_body_size', 'read_api_key', 'key_matches', 'RequestGuard',
-           'ClientGone', 'wait_for_disconnect', 'predict_unless_gone', 'is_json', 'create_app', 'bind_socket',
-           'server_url', 'raw_answer', 'GuardedH11Protocol', 'guarded_protocol', 'open_descriptors',
-           'fit_connection_limit', 'RepeatFilter', 'repeats_held_back', 'is_loopback', 'exposure_warning',
-           'AnnouncingServer', 'signals_end_quietly', 'run_server']
+           'ClientGone', 'wait_for_disconnect', 'predict_unless_gone', 'is_json', 'refusal_answerer',
+           'prediction_answer', 'create_app', 'bind_socket', 'server_url', 'raw_answer', 'GuardedH11Protocol',
+           'guarded_protocol', 'open_descriptors', 'fit_connection_limit', 'RepeatFilter', 'repeats_held_back',
+           'is_loopback', 'exposure_warning', 'AnnouncingServer', 'signals_end_quietly', 'run_server']
 
 # %% ../nbs/95_serve.ipynb #187a8c71
 import asyncio, hashlib, hmac, ipaddress, json, logging, os, re, resource, signal, socket, sys, threading, time
@@ -454,12 +454,29 @@ async def predict_unless_gone(predictor: Predictor, texts: list[str], receive) -
     finally:
         gone.cancel(); prediction.cancel()
 
-# %% ../nbs/95_serve.ipynb #7bf89375
+# %% ../nbs/95_serve.ipynb #9e8cff05
 def is_json(content_type: str|None) -> bool:
     "Whether a Content-Type header names JSON (`application/json`, `application/problem+json`, with or without a charset)."
     media_type = (content_type or "").split(";")[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
+# %% ../nbs/95_serve.ipynb #3fd89aaf
+def refusal_answerer(log: RequestLog, variant: str):
+    "A function `(path, RequestRefused) -> JSONResponse` that logs the refusal (bounded message) and answers it as JSON."
+    def refuse(path: str, refused: RequestRefused) -> JSONResponse:
+        log.write(endpoint=path, status=refused.status, variant=variant, n_texts=None, latency_ms=None, labels={},
+                  text_lengths=[], error=refused.message)
+        return JSONResponse({"detail": refused.message, **({"errors": refused.errors} if refused.errors is not None else {})},
+                            status_code=refused.status, headers={"connection": "close"} if refused.status == 408 else None)
+    return refuse
+
+# %% ../nbs/95_serve.ipynb #2a0eae4c
+def prediction_answer(probabilities: np.ndarray, labels: list[str], variant: str) -> dict:
+    "`/predict`'s answer: the variant, and each text's label with its probability per label."
+    return {"variant": variant, "predictions": [{"label": labels[int(row.argmax())], "probabilities": dict(zip(labels, map(float, row)))}
+                                                for row in probabilities]}
+
+# %% ../nbs/95_serve.ipynb #7bf89375
 def create_app(run_dir: str|Path, variant: str|None = None, threads: int|None = None, max_texts: int = DEFAULT_MAX_TEXTS,
                max_chars: int = DEFAULT_MAX_CHARS, log_path: str|Path|None = None,
                api_key: str|None = None,  # the X-API-Key every path but the probes needs; None: no key
@@ -476,14 +493,9 @@ def create_app(run_dir: str|Path, variant: str|None = None, threads: int|None = 
     app = FastAPI(title=f"bigmodel-nb: {served.config.name} ({name})", version=bigmodel_nb.__version__)
     app.state.served, app.state.request_log = served, log
 
-    def refuse(path: str, refused: RequestRefused) -> JSONResponse:
-        log.write(endpoint=path, status=refused.status, variant=name, n_texts=None, latency_ms=None, labels={},
-                  text_lengths=[], error=refused.message)
-        return JSONResponse({"detail": refused.message, **({"errors": refused.errors} if refused.errors is not None else {})},
-                            status_code=refused.status, headers={"connection": "close"} if refused.status == 408 else None)
+    refuse = refusal_answerer(log, name)
     app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=max_body_size(max_texts, max_chars),
                        body_timeout=body_timeout, refuse=refuse)
-
     @app.exception_handler(RequestRefused)
     async def refused(request: Request, error: RequestRefused): return refuse(request.url.path, error)
 
@@ -502,12 +514,10 @@ def create_app(run_dir: str|Path, variant: str|None = None, threads: int|None = 
         texts = await asyncio.to_thread(parse_texts, await request.body(), PredictRequest, max_texts, max_chars)
         started = time.perf_counter()
         probabilities = await predict_unless_gone(served.predictor, texts, request.receive)
-        predicted = [labels[index] for index in probabilities.argmax(axis=1)]
-        latency_ms = round(1000 * (time.perf_counter() - started), 3)
-        log.write(endpoint="/predict", status=200, variant=name, n_texts=len(texts), latency_ms=latency_ms,
-                  labels=dict(Counter(predicted)), text_lengths=[len(text) for text in texts])
-        return {"variant": name, "predictions": [{"label": label, "probabilities": dict(zip(labels, map(float, row)))}
-                                                 for label, row in zip(predicted, probabilities)]}
+        answer = prediction_answer(probabilities, labels, name)
+        log.write(endpoint="/predict", status=200, variant=name, n_texts=len(texts), latency_ms=round(1000 * (time.perf_counter() - started), 3),
+                  labels=dict(Counter(p["label"] for p in answer["predictions"])), text_lengths=[len(text) for text in texts])
+        return answer
 
     @app.get("/health")
     @app.get("/healthz")
