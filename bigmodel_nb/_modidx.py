@@ -206,6 +206,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'bigmodel_nb.config.save_config': ('config.html#save_config', 'bigmodel_nb/config.py')},
             'bigmodel_nb.core': { 'bigmodel_nb.core.UserError': ('core.html#usererror', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.cjk_font_path': ('core.html#cjk_font_path', 'bigmodel_nb/core.py'),
+                                  'bigmodel_nb.core.cut': ('core.html#cut', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.die_with_parent': ('core.html#die_with_parent', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.get_metric': ('core.html#get_metric', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.hide_passwords': ('core.html#hide_passwords', 'bigmodel_nb/core.py'),

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .core import UserError
+from .core import UserError, cut
 
 # %% ../nbs/01_config.ipynb #5e48b474
 class Section(BaseModel):
@@ -315,8 +315,8 @@ class RunConfig(Section):
 MAX_ECHO_CHARS = 100  # a value, key path or override shown in an error is cut to this many characters
 
 def _cut(text: str, limit: int = MAX_ECHO_CHARS) -> str:
-    "`text` cut to at most `limit` characters, ending in … when it was cut."
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    "`text` cut to at most `limit` (default `MAX_ECHO_CHARS`) characters, ending in … when it was cut."
+    return cut(text, limit)
 
 def _echo(text: str, limit: int = MAX_ECHO_CHARS) -> str:
     "A user's string as shown in an error: as is when printable, else its repr (escapes instead of newlines); cut."

@@ -39,7 +39,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import bigmodel_nb
-from .core import UserError, read_json, get_metric
+from .core import UserError, read_json, get_metric, cut
 from .config import RunConfig, load_config
 from .rundir import RunDir, FP32, read_metrics
 from .inference import VARIANT_FILE, ONNX_FILE, INT8_FILE, load_variant
@@ -215,8 +215,8 @@ MAX_MESSAGE_CHARS = 600  # of an error message, in the answer and in the log lin
 SHOWN_PROBLEMS = 3  # problems described one by one; the rest are counted
 
 def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    "`text` cut to `limit` characters, ending in … when cut."
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    "`text` cut to `limit` (default `MAX_MESSAGE_CHARS`) characters, ending in … when cut."
+    return cut(text, limit)
 
 def describe_errors(errors: list[dict], max_texts: int, max_chars: int, shown: int = SHOWN_PROBLEMS) -> str:
     "The first `shown` pydantic errors, one line each, and how many more there are."
