@@ -10,7 +10,7 @@ __all__ = ['EncodedTexts', 'encode_texts', 'classification_scores', 'ProgressCal
            'TrainingData', 'training_data', 'train_once']
 
 # %% ../nbs/07_training.ipynb #a4893ac6
-import math, os, time
+import hashlib, math, os, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
 from .core import UserError, write_json, read_json
+from .inference import torch_device
 from .artifacts import verified_best_checkpoint, CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import build_model, load_tokenizer
 from .rundir import RunDir, report_progress, load_splits, load_card, add_notice
@@ -209,8 +210,15 @@ class TextTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 # %% ../nbs/07_training.ipynb #2e088044
+def _barrier():
+    "Wait for every training process (a no-op in one process; accelerate's own wait skips CPU-only process groups)."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
+
 def _load_verified_best_model(self):
     "Load the best checkpoint whose files match its manifest (see `verified_best_checkpoint`); fail when none does."
+    # the main process commits a checkpoint (writes its manifest) in `on_save`, after the Trainer's own barrier: wait for
+    # it, or another process may check the last checkpoint before its manifest exists
+    _barrier()
     name = self.args.metric_for_best_model or "loss"
     key = name if name.startswith("eval_") else f"eval_{name}"
     scores = {row["step"]: row[key] for row in self.state.log_history if key in row}
@@ -224,6 +232,7 @@ def _load_verified_best_model(self):
         step = int(Path(chosen).name.rsplit("-", 1)[1])
         self.state.best_model_checkpoint, self.state.best_global_step, self.state.best_metric = chosen, step, scores[step]
     Trainer._load_best_model(self)
+    _barrier()  # and the main process must not remove the checkpoints before all have loaded
 
 TextTrainer._load_best_model = _load_verified_best_model
 
@@ -293,7 +302,7 @@ def stage_arguments(config: RunConfig, # the run's config (checkpoints kept, see
         save_total_limit=config.train.save_total_limit,
         logging_strategy="steps", logging_steps=max(1, eval_steps // 4), report_to="none", disable_tqdm=True,
         seed=config.seed if seed is None else seed, data_seed=config.seed if seed is None else seed, dataloader_num_workers=0,
-        use_cpu=config.runtime.device == "cpu",
+        use_cpu=torch_device(config.runtime.device).type == "cpu",  # else accelerate sets up no DDP on a CPU under torchrun
         bf16=config.runtime.device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported(), **extra)
 
 # %% ../nbs/07_training.ipynb #f5677a7b
@@ -360,10 +369,13 @@ class RankRecord(TrainerCallback):
     def __init__(self, run_dir): self.run, self.steps, self.samples = RunDir(run_dir), 0, 0
     def on_step_end(self, args, state, control, **kwargs):
         self.steps += 1; self.samples += args.per_device_train_batch_size  # the last batch may be smaller
+    def on_save(self, args, state, control, model=None, **kwargs):  # the weights this process trained, before any reload
+        self.digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
     def on_train_end(self, args, state, control, **kwargs):
         write_json(self.run.rank_log(args.process_index),
                    {"rank": args.process_index, "world_size": args.world_size, "pid": os.getpid(), "steps": self.steps,
-                    "samples_at_most": self.samples, "device": str(args.device),
+                    "samples_at_most": self.samples, "device": str(args.device), "parallel_mode": args.parallel_mode.value,
+                    "weights_at_last_save": getattr(self, "digest", None),  # equal on every rank when gradients are shared
                     "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None})
 
 # %% ../nbs/07_training.ipynb #5e04bc92

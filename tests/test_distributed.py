@@ -34,6 +34,10 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     assert weights == [Path("model/model.safetensors")], weights
     assert not (tmp_path/"checkpoints").exists() and not (tmp_path/".tmp-model").exists() and not (tmp_path/"restarts").exists()
     assert [record["backend"] for record in ranks] == ["gloo", "gloo"]
+    # DDP, not two independent trainings: the Trainer wrapped the model, and both processes held the same weights when the
+    # last checkpoint was saved (before the best one is reloaded from disk, which would make them equal anyway)
+    assert [record["parallel_mode"] for record in ranks] == ["distributed", "distributed"]
+    assert ranks[0]["weights_at_last_save"] == ranks[1]["weights_at_last_save"] is not None
 
 
 def test_workers_started_by_hand_then_resume(cli, tmp_path):
@@ -54,6 +58,8 @@ def test_workers_started_by_hand_then_resume(cli, tmp_path):
     resumed = cli("run", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "to run: evaluate" in resumed.stderr
+    ranks = [json.loads((run_dir/"logs"/"ranks"/f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["weights_at_last_save"] == ranks[1]["weights_at_last_save"] is not None
     metrics = json.loads((run_dir/"metrics.json").read_text())
     assert metrics["train"]["world_size"] == 2 and 0 < metrics["test"]["accuracy"] <= 1
     assert [record["stage"] for record in json.loads((run_dir/"logs"/"stages.json").read_text())] == \
