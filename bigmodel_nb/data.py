@@ -64,6 +64,7 @@ def load_source(source: SourceConfig, data: DataConfig) -> tuple[pd.DataFrame, p
         frame, rows, skipped, origin, declared = loaded.frame.reset_index(drop=True), list(loaded.rows), loaded.skipped, loaded.origin, []
         columns = {"text": source.text_column or data.text_column, "label": source.label_column or data.label_column}
     if data.group_column: columns["group"] = data.group_column
+    if data.sensitive_column: columns["sensitive"] = data.sensitive_column
     _require_columns(frame, columns, origin)
     _require_text_column(frame[columns["text"]], columns["text"], origin, rows)
     table = pd.DataFrame({role: frame[column].to_numpy() for role, column in columns.items()})
@@ -266,7 +267,7 @@ def build_card(read: int, kept: pd.DataFrame, dropped: pd.DataFrame, splits: dic
 def split_table(kept: pd.DataFrame, data: DataConfig, label_names: list[str], seed: int) -> dict[str, pd.DataFrame]:
     "Encode labels as ids and split into train/valid/test (grouped when `data.group_column` is set)."
     ids = kept["label"].map({name: i for i, name in enumerate(label_names)}).to_numpy()
-    columns = ["text", "group"] if data.group_column else ["text"]
+    columns = ["text"] + ["group"] * bool(data.group_column) + ["sensitive"] * bool(data.sensitive_column)
     encoded = kept[columns].assign(label=ids)
     if data.group_column: assignment = grouped_split(kept["group"].to_numpy(), data.valid_fraction, data.test_fraction, seed)
     else: assignment = stratified_split(ids, data.valid_fraction, data.test_fraction, seed)

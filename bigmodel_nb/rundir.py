@@ -48,6 +48,9 @@ _PLACES = {  # name -> path inside the run folder
     "progress": ("logs", "progress.json"), "stages_log": ("logs", "stages.json"), "restarts_log": ("logs", "restarts.json"),
     "torchrun_log": ("logs", "torchrun.log"), "request_log": ("logs", "serve.jsonl"), "ranks": ("logs", "ranks"),
     "tune": ("tune",), "tune_best": ("tune", "best.json"), "tune_trials": ("tune", "trials.csv"), "tune_storage": ("tune", "optuna.db"),
+    "explain": ("explain",), "explanations": ("explain", "examples.html"), "top_tokens": ("explain", "top_tokens.csv"),
+    "audit": ("audit",), "group_scores": ("audit", "groups.csv"), "counterfactuals": ("audit", "counterfactuals.csv"),
+    "perturbations": ("audit", "perturbations.csv"),
 }
 for _name, _parts in _PLACES.items(): setattr(RunDir, _name, _folder(*_parts))
 

@@ -63,3 +63,24 @@ data:
     kept = pd.concat(pd.read_parquet(out/"data"/f"{split}.parquet") for split in ("train", "valid", "test"))
     assert len(kept) == card["rows_kept"] and set(kept["label"]) == {0, 1}
     assert "编号[" not in " ".join(kept["text"])  # order numbers are not mistaken for PII
+
+def test_sensitive_column_reaches_the_splits_and_leaves_the_split_alone(tmp_path):
+    "data.sensitive_column is kept as `sensitive` in every split for the fairness audit; the split itself does not change."
+    from bigmodel_nb.config import load_config
+    from bigmodel_nb.core import UserError
+    from bigmodel_nb.data import prepare_data
+    frame = pd.DataFrame({"text": [f"第{i}条评论，{'很好看' if i % 2 else '太无聊了'}，编号{i * 7919}" for i in range(200)],
+                          "label": ["pos" if i % 2 else "neg" for i in range(200)],
+                          "gender": ["女" if i % 3 else "男" for i in range(200)]})
+    frame.to_csv(tmp_path/"reviews.csv", index=False)
+    base = [f"data.sources=[{{path: {tmp_path/'reviews.csv'}}}]", "data.clean.near_duplicates.enabled=false"]
+    with_column, _, card = prepare_data(load_config(None, base + ["data.sensitive_column=gender"]).data, 42)
+    without, _, plain_card = prepare_data(load_config(None, base).data, 42)
+    for name, split in with_column.items():
+        assert list(split.columns) == ["text", "sensitive", "label"]
+        row = split["text"].str.extract(r"编号(\d+)")[0].astype(int) // 7919  # cleaning normalizes the texts: find the row by number
+        assert (split["sensitive"].to_numpy() == frame["gender"].to_numpy()[row]).all(), name
+        assert split[["text", "label"]].equals(without[name][["text", "label"]])
+    assert card["fingerprint"] == plain_card["fingerprint"]
+    with pytest.raises(UserError, match="sex"):
+        prepare_data(load_config(None, base + ["data.sensitive_column=sex"]).data, 42)
