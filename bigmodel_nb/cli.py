@@ -23,6 +23,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ConfigArgument = Annotated[Path, typer.Argument(help="YAML run config, for example configs/quick.yaml")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", "-p", help="override a config key: --set train.epochs=3 (repeatable)")]
 
+def _show_version(wanted: bool):
+    if wanted:
+        import bigmodel_nb
+        typer.echo(f"bigmodel-nb {bigmodel_nb.__version__}")
+        raise typer.Exit()
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                   help="print the version and exit")] = False):
+    "bigmodel_nb: from a labelled text dataset to an evaluated transformer classifier, one notebook per stage."
+
 # %% ../nbs/90_cli.ipynb #c62b49a3
 @app.command()
 def run(config: Annotated[Optional[Path], typer.Argument(help="YAML run config, for example configs/quick.yaml")] = None,
@@ -155,12 +166,20 @@ def main(argv: list[str]|None = None, # the command-line arguments; None: `sys.a
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        import click
-        if isinstance(error, click.ClickException):
+        if isinstance(error, _click_errors()):  # a usage error: typer's message and usage line, exit status 2
             error.show()
             return error.exit_code
         raise
     return 0
+
+def _click_errors() -> tuple:
+    "ClickException as click defines it and as the click that typer vendors (typer._click) does: typer raises the latter."
+    import importlib
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try: found.append(importlib.import_module(module).ClickException)
+        except ImportError: pass
+    return tuple(found)
 
 def console_script():
     sys.exit(main())
