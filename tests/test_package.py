@@ -34,3 +34,21 @@ def test_readme_is_generated_from_index(tmp_path):
     subprocess.run([str(converter), "nbconvert", "--to", "markdown", str(ROOT/"nbs"/"index.ipynb"), "--output-dir", str(tmp_path),
                     "--output", "README"], check=True, capture_output=True)
     assert (tmp_path/"README.md").read_text() == (ROOT/"README.md").read_text(), "README.md is stale: run make readme"
+
+
+def test_every_imported_library_is_declared():
+    "Each third-party module the package imports comes from a distribution named in pyproject.toml's dependencies."
+    import ast, importlib.metadata, re, sys, tomllib
+    project = tomllib.loads((ROOT/"pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+                for requirement in project["dependencies"]}
+    imported = set()
+    for source in (ROOT/"bigmodel_nb").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import): imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module: imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"bigmodel_nb"}
+    by_module = importlib.metadata.packages_distributions()
+    missing = {module: by_module.get(module) for module in third_party
+               if not {name.lower().replace("_", "-") for name in by_module.get(module, [module])} & declared}
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
