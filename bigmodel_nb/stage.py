@@ -92,6 +92,7 @@ REGISTRY = {
     "train": StageEntry("bigmodel_nb.train:TrainStage"),
     "evaluate": StageEntry("bigmodel_nb.evaluate:EvaluateStage"),
     "compress": StageEntry("bigmodel_nb.compress:CompressStage", when="compress.enabled"),
+    "explain": StageEntry("bigmodel_nb.explain:ExplainStage", when="explain.enabled"),
 }
 
 def stage_enabled(name: str, config) -> bool:
