@@ -297,6 +297,7 @@ class PrivacyConfig(_Checks):
     enabled: bool = True
     pii_in_train: Threshold = _limits(1, 20)  # PII matches left in the train split's texts
     pii_in_vocab: Threshold = _limits(1, 5)  # vocabulary entries that are PII
+    pii_in_explanations: Threshold = _limits(1, 5)  # PII matches in the explain stage's pages and tables (skipped without them)
     membership_auc: Threshold = _limits(0.6, 0.7)  # AUC of the attack telling train texts from test texts by their loss
     n_texts: int = Field(500, ge=10)  # train texts and test texts the attack scores, each
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import UserError, save_figure, use_cjk_font
+from .core import UserError, save_figure, use_cjk_font, cjk_font_face, CJK_FONT_STACK
 from .config import RunConfig
 from .rundir import RunDir, report_progress
 from .report import escape, fmt, html_table, image_tag
@@ -264,12 +264,12 @@ def example_html(explanation: TextExplanation, kind: str, label: str, count: int
             + highlight_html(explanation, predicted) + f'<small>toward {escape(predicted)}: {escape(toward)}</small></div>')
 
 # %% ../nbs/70_explain.ipynb #0f0ca9d5
-PAGE_STYLE = ("body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Microsoft YaHei',sans-serif;"
+PAGE_STYLE = ("body{font-family:" + CJK_FONT_STACK + ";"
               "max-width:1000px;margin:2em auto;padding:0 1em;color:#222}")
 
 def examples_page(blocks: list[str], title: str, intro: str) -> str:
     "A self-contained HTML page (UTF-8, inline styles, no scripts) holding the example `blocks` inside `<main>`."
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{escape(title)}</title><style>{PAGE_STYLE}</style>'
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{escape(title)}</title><style>{PAGE_STYLE}{cjk_font_face("".join(blocks))}</style>'
             f"</head><body><h1>{escape(title)}</h1><p>{intro}</p><main>{''.join(blocks)}</main></body></html>")
 
 def page_main(path: str|Path) -> str:

@@ -21,7 +21,8 @@ from .report import build_report
 # %% ../nbs/85_pipeline.ipynb #64d5d32f
 DEMO_OVERRIDES = ["name=demo", "data.sample=400", "data.clean.near_duplicates.enabled=false", "model.vocab_size=1000", "model.hidden_size=32", "model.num_layers=1",
                   "model.num_heads=2", "model.intermediate_size=64", "model.max_length=48", "train.epochs=1",
-                  "evaluate.baseline=false", "pretrain.max_texts=1000", "tune.trials=3", "tune.startup_trials=2"]
+                  "evaluate.baseline=false", "pretrain.max_texts=1000", "tune.trials=3", "tune.startup_trials=2",
+                  "explain.n_samples=6", "explain.max_evals=40", "audit.robustness.n_texts=60", "audit.privacy.n_texts=40"]
 
 def stage_context(stage: str,                  # the stage whose workflow notebook asks
                   config_path: str|None = None, # the run's config.yaml (papermill parameter); None: demo run

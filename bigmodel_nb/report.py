@@ -11,7 +11,7 @@ __all__ = ['AUDIT_CHECKS', 'STYLE', 'escape', 'image_tag', 'html_table', 'fmt', 
 import base64, html, time
 from pathlib import Path
 
-from .core import read_json, get_metric, hide_passwords
+from .core import read_json, get_metric, hide_passwords, cjk_font_face, CJK_FONT_STACK
 from .rundir import RunDir, read_metrics
 
 # %% ../nbs/80_report.ipynb #8220a7a9
@@ -247,7 +247,7 @@ def _notices_box(metrics: dict) -> str:
     return f'<div class="notices"><b>Notices</b><ul>{items}</ul></div>'
 
 # %% ../nbs/80_report.ipynb #40bba340
-STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Microsoft YaHei',sans-serif;max-width:1100px;
+STYLE = "body{font-family:" + CJK_FONT_STACK + """;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222}h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 1em .5em 0;font-size:14px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}
 th{background:#f5f5f5}img{max-width:100%;margin:.5em 0}.row{display:flex;flex-wrap:wrap;align-items:flex-start}
@@ -275,6 +275,6 @@ def build_report(run_dir: str|Path,              # the run folder
         _stages_section(stages or []),
         f"<h2>Config</h2><pre>{escape(config_text)}</pre>" if config_text else ""])
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(run.root.name)} — bigmodel_nb report</title>'
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+            f"<style>{STYLE}{cjk_font_face(body)}</style></head><body>{body}</body></html>")  # Chinese renders anywhere
     run.report.write_text(page, encoding="utf-8")
     return run.report

@@ -93,6 +93,7 @@ REGISTRY = {
     "evaluate": StageEntry("bigmodel_nb.evaluate:EvaluateStage"),
     "compress": StageEntry("bigmodel_nb.compress:CompressStage", when="compress.enabled"),
     "explain": StageEntry("bigmodel_nb.explain:ExplainStage", when="explain.enabled"),
+    "audit": StageEntry("bigmodel_nb.audit:AuditStage", when="audit.enabled"),
 }
 
 def stage_enabled(name: str, config) -> bool:
