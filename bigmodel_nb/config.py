@@ -244,6 +244,7 @@ class _Checks(Section):
                 values = {**values, name: {**field.get_default(call_default_factory=True).model_dump(), **values[name]}}
         return values
 
+# %% ../nbs/01_config.ipynb #c17bb35a
 class ExplainConfig(Section):
     "SHAP explanations of test predictions: chosen texts as HTML text plots and the top tokens of each class."
     enabled: bool = True
@@ -254,6 +255,7 @@ class ExplainConfig(Section):
     max_chars: int = Field(160, ge=10)  # texts are cut to this many characters before they are explained
     top_tokens: int = Field(15, ge=1, le=100)  # tokens listed per class
 
+# %% ../nbs/01_config.ipynb #3865dbbf
 def _default_swap_pairs() -> list[list[str]]:
     return [["他", "她"], ["男", "女"], ["先生", "女士"], ["爸爸", "妈妈"], ["儿子", "女儿"], ["丈夫", "妻子"], ["哥哥", "姐姐"],
             ["弟弟", "妹妹"], ["男人", "女人"], ["男朋友", "女朋友"], ["he", "she"], ["him", "her"], ["his", "her"],
@@ -280,6 +282,7 @@ class FairnessConfig(_Checks):
                 raise ValueError(f"swap_pairs.{index}: each entry is two different non-empty terms, like [他, 她]")
         return pairs
 
+# %% ../nbs/01_config.ipynb #40bf57c4
 PERTURBATIONS = ("char_insert", "char_delete", "char_swap", "full_width", "homoglyph", "punctuation", "whitespace",
                  "similar_char")
 
