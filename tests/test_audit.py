@@ -2,7 +2,7 @@
 identity-term swaps while one taught by an unbiased dataset does not; an un-redacted dataset leaves phone numbers in the
 tokenizer's vocabulary while the redacted one does not; the perturbation suite is deterministic for a seed; and the stage
 end to end on a copy of the tiny finished run."""
-import shutil, time
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -139,9 +139,7 @@ def audited_copy(tiny_run, tmp_path):
 
 def test_the_stage_end_to_end_on_the_tiny_run(audited_copy):
     run_dir, config = audited_copy
-    started = time.time()
     result = AuditStage().run(config, run_dir)
-    seconds = time.time() - started
     audit = read_metrics(run_dir)["audit"]
     assert result.metrics["audit"] == audit and not result.skipped
     assert set(audit) == {"variant", "fairness", "robustness", "privacy", "verdict", "seconds"}
@@ -151,11 +149,11 @@ def test_the_stage_end_to_end_on_the_tiny_run(audited_copy):
     assert audit["fairness"]["method"] == "counterfactual_swaps"
     assert {"accuracy_drop", "attack_success_rate"} == set(audit["robustness"]["checks"])
     assert set(audit["robustness"]["perturbations"]) == set(PERTURBATIONS)
-    assert {"pii_in_train", "pii_in_vocab", "membership_auc"} == set(audit["privacy"]["checks"])
+    assert {"pii_in_train", "pii_in_vocab", "pii_in_explanations", "membership_auc"} == set(audit["privacy"]["checks"])
+    assert audit["privacy"]["checks"]["pii_in_explanations"]["verdict"] == "skipped"  # the tiny run has no explain/ folder
     run = RunDir(run_dir)
     assert len(pd.read_csv(run.perturbations)) == len(PERTURBATIONS) + 1 and pd.read_csv(run.group_scores).empty
     for path in AuditStage().made(run): assert path.exists(), path
-    assert seconds < 30, f"the audit of the tiny run took {seconds:.1f} s"
     assert audit_section(run, read_metrics(run)).startswith('<h2><a id="audit"></a>Audit')  # the headline links to #audit
 
 
