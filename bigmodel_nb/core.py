@@ -109,7 +109,7 @@ def cjk_font_face(text: str) -> str:
     from fontTools.ttLib import TTFont
     options = subset.Options()
     options.hinting, options.desubroutinize = False, True
-    font, subsetter = TTFont(path), subset.Subsetter(options)
+    font, subsetter = TTFont(path, recalcTimestamp=False), subset.Subsetter(options)  # the same bytes every time
     subsetter.populate(unicodes=characters)
     subsetter.subset(font)
     buffer = io.BytesIO()

@@ -8,7 +8,7 @@ __all__ = ['DEMO_OVERRIDES', 'stage_context', 'new_run_dir', 'resolve_source_pat
            'resume_pipeline']
 
 # %% ../nbs/85_pipeline.ipynb #6c8203b0
-import os, re, signal, tempfile, threading, time
+import logging, os, re, signal, tempfile, threading, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -193,6 +193,9 @@ def _run_stages(config: RunConfig, run_dir: Path, stages: tuple, records: list, 
             try:
                 with terminate_interrupts(), ProgressWatcher(progress, run_dir): record = execute_stage(stage, run_dir, config)
             except KeyboardInterrupt:
+                # the stopped kernel's pending cell task ends in DeadKernelError, which asyncio would print at exit as
+                # "Task exception was never retrieved" with a traceback: the run is stopping on purpose, say it once below
+                logging.getLogger("asyncio").setLevel(logging.CRITICAL)
                 records.append({"stage": stage, "status": "interrupted", "seconds": round(time.time() - started, 1)})
                 write_json(RunDir(run_dir).stages_log, records)
                 _record_run(config, run_dir, records, "interrupted")

@@ -37,7 +37,7 @@ def test_minilm_backbone_fine_tunes_on_english_csv(cli, tmp_path):
                  "--set", "data.clean.near_duplicates.enabled=false", "--set", "model.backbone=minilm-l6",
                  "--set", "model.max_length=48", "--set", "model.pooling=mean", "--set", "train.epochs=2", "--set", "train.batch_size=16",
                  "--set", "train.learning_rate=1e-4", "--set", "runtime.threads=2", "--set", "evaluate.baseline=false",
-                 "--set", "evaluate.bootstrap_samples=0", "--set", "compress.enabled=false")
+                 "--set", "evaluate.bootstrap_samples=0", "--set", "compress.enabled=false", "--set", "explain.enabled=false", "--set", "audit.enabled=false")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir/"metrics.json").read_text())
     assert metrics["tokenizer"]["kind"] == "from minilm-l6"

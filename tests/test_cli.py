@@ -16,7 +16,8 @@ def test_quick_config_end_to_end(quick_run):
                  "tokenizer/tokenizer.json", "logs/stages.json"]:
         assert (run_dir/path).exists(), path
     html_notebooks = sorted(p.name for p in (run_dir/"notebooks").glob("*.html"))
-    assert html_notebooks == ["10_data.html", "20_tokenizer.html", "30_pretrain.html", "40_train.html", "50_evaluate.html", "60_compress.html"]
+    assert html_notebooks == ["10_data.html", "20_tokenizer.html", "30_pretrain.html", "40_train.html", "50_evaluate.html", "60_compress.html",
+                              "70_explain.html", "75_audit.html"]
     metrics = json.loads((run_dir/"metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1 and 0 < metrics["test"]["macro_f1"] <= 1
     assert metrics["run"]["status"] == "ok"
@@ -36,6 +37,13 @@ def test_quick_config_end_to_end(quick_run):
     report = (run_dir/"report.html").read_text()
     assert "data:image/png;base64," in report and "https://" not in report and "Masked-LM pretraining" in report
     assert f"{metrics['test']['accuracy']:.4g}" in report
+    # the explanations and the audit: their sections, and the verdicts on the report's first lines
+    assert metrics["explain"]["n_texts"] > 0 and (run_dir/"explain"/"examples.html").exists()
+    verdicts = {check: metrics["audit"][check]["verdict"] for check in ("fairness", "robustness", "privacy")}
+    assert set(verdicts.values()) <= {"pass", "warn", "fail", "skipped"}, verdicts
+    assert "Explanations (SHAP)" in report and '<a id="audit"></a>Audit' in report
+    assert report.index('class="verdicts"') < report.index("<h2>Data")
+    assert "@font-face{font-family:'bigmodel-cjk'" in report  # the Chinese texts render without a CJK font
     # papermill injected the real parameters: the executed notebook ran on this run folder, not on a demo
     executed = (run_dir/"notebooks"/"10_data.ipynb").read_text()
     assert "injected-parameters" in executed and str(run_dir) in executed

@@ -45,8 +45,9 @@ def test_workers_started_by_hand_then_resume(cli, tmp_path):
     import subprocess, sys
     from conftest import ROOT
     run_dir = tmp_path/"run"
-    overrides = [part for setting in TINY + ["compress.enabled=false", "evaluate.baseline=false", "evaluate.bootstrap_samples=0"]
-                 for part in ("--set", setting)]
+    off = ["compress.enabled=false", "explain.enabled=false", "audit.enabled=false", "evaluate.baseline=false",
+           "evaluate.bootstrap_samples=0"]
+    overrides = [part for setting in TINY + off for part in ("--set", setting)]
     first = cli("run", "configs/quick.yaml", *overrides, "--out", str(run_dir), "--until", "tokenizer")
     assert first.returncode == 0, first.stderr[-3000:]
     assert not (run_dir/"model").exists()

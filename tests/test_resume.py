@@ -10,7 +10,7 @@ SETTINGS = ["data.sample=1000", "data.clean.near_duplicates.enabled=false", "mod
             "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=128", "model.max_length=64",
             "train.epochs=8", "train.evals_per_epoch=4", "train.batch_size=16", "train.learning_rate=2e-3",
             "train.early_stopping_patience=0", "runtime.threads=1", "evaluate.baseline=false", "evaluate.bootstrap_samples=0",
-            "compress.enabled=false", "name=resume"]
+            "compress.enabled=false", "explain.enabled=false", "audit.enabled=false", "name=resume"]
 OVERRIDES = [part for setting in SETTINGS for part in ("--set", setting)]
 
 

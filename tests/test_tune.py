@@ -10,7 +10,7 @@ from conftest import ROOT, cli_path, run_cli
 TINY = ["data.sample=600", "data.clean.near_duplicates.enabled=false", "model.vocab_size=800", "model.hidden_size=32",
         "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64", "model.max_length=48", "train.epochs=1",
         "runtime.threads=1", "evaluate.baseline=false", "evaluate.bootstrap_samples=0", "compress.enabled=false",
-        "tune.enabled=true", "tune.trials=4", "tune.startup_trials=2", "name=tuned"]
+        "explain.enabled=false", "audit.enabled=false", "tune.enabled=true", "tune.trials=4", "tune.startup_trials=2", "name=tuned"]
 
 def settings(*extra: str) -> list[str]:
     return [part for setting in [*TINY, *extra] for part in ("--set", setting)]
