@@ -37,6 +37,7 @@ from .inference import (ONNX_FILE, INT8_FILE, INT8_BACKENDS, VARIANT_FILE, Torch
                                    predict_logits, score_predictions, quiet_progress_bars, quantize_linear_int8,
                                    int8_tensors, fill_int8_model, load_int8_model, load_variant)
 from .modeling import load_tokenizer
+from .artifacts import MANIFEST, write_manifest, checkpoint_problem
 from .training import encode_texts, ShuffledLengthBatches, _duration
 
 # %% ../nbs/60_compress.ipynb #b9103c43
@@ -403,9 +404,11 @@ def plot_compression(variants: dict, selected: str, max_accuracy_drop: float, ba
 
 # %% ../nbs/60_compress.ipynb #bf533dac
 def _save_side_files(folder: Path, model_config, tokenizer, recipe: dict) -> None:
+    "Save the config, tokenizer and recipe beside a variant's weights, then commit the folder: `manifest.json` records every file's sha256."
     model_config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_json(folder/VARIANT_FILE, recipe)
+    write_manifest(folder)  # last: the server checks each file it loads against these digests
 
 def build_pytorch_int8(source,                   # the model to quantize
                        tokenizer,                # saved beside it

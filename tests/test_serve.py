@@ -94,9 +94,13 @@ def test_server_answers_rejects_and_stops_cleanly(tiny_run, tmp_path):
             answers = [client.post("/predict", json={"texts": batch}) for batch in batches[:30]]
             with ThreadPoolExecutor(4) as pool: answers += list(pool.map(post, batches[30:]))
             posted += len(batches)
-            for batch, answer in zip(batches, answers):
+            # requests that arrive together are run as one batch (micro-batching): exact for fp32; a dynamic-int8 variant
+            # quantizes activations with one scale per batch, so its probabilities move slightly with the company they keep
+            together = 1e-6 if selected["name"] == "fp32" else 2e-2
+            for index, (batch, answer) in enumerate(zip(batches, answers)):
                 assert answer.status_code == 200, answer.text
-                np.testing.assert_allclose(probabilities_of(answer.json(), label_names), reference(batch), atol=1e-6)
+                np.testing.assert_allclose(probabilities_of(answer.json(), label_names), reference(batch),
+                                           atol=1e-6 if index < 30 else together)
 
             bad = {"empty list": ({"texts": []}, 422, "texts is empty"),
                    "too many texts": ({"texts": ["好"] * 129}, 422, "texts has 129 items; at most 128"),
