@@ -636,7 +636,7 @@ def load_served(run: RunDir, threads: int|None = None):
     "The served variant's choice and the loaded variant (`inference.LoadedVariant`)."
     import torch
     from bigmodel_nb.inference import load_variant
-    from bigmodel_nb.serve import choose_variant
+    from bigmodel_nb.inference import choose_variant
     choice = choose_variant(run)
     with quiet_libraries("torchao", "torch.utils._pytree"):
         return choice, load_variant(choice.folder, threads or torch.get_num_threads())

@@ -282,7 +282,7 @@ def page_main(path: str|Path) -> str:
 # %% ../nbs/70_explain.ipynb #c0106ba3
 def explained_variant(run: RunDir, variant: str = "served"):
     "The `VariantChoice` of `explain.variant`: served (the compress stage's choice, else fp32), fp32 or a variant's name."
-    from bigmodel_nb.serve import choose_variant
+    from bigmodel_nb.inference import choose_variant
     return choose_variant(run.root, None if variant == "served" else variant)
 
 def _texts(predictions: pd.DataFrame, settings, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:

@@ -9,23 +9,22 @@ __all__ = ['PICKLE_SUFFIXES', 'LOADED_SUFFIXES', 'DEFAULT_MAX_BATCH_SIZE', 'DEFA
            'DEFAULT_REQUEST_TIMEOUT', 'LATENCY_BUCKETS', 'BATCH_BUCKETS', 'EXPLAIN_MAX_TEXTS', 'EXPLAIN_MAX_EVALS',
            'EXPLAIN_MAX_CHARS', 'EXPLAIN_QUEUE', 'cached_request_model', 'EXAMPLE_TEXTS', 'BACKLOG',
            'DEFAULT_MAX_CONNECTIONS', 'DEFAULT_IDLE_TIMEOUT', 'SERVICE_UNAVAILABLE', 'REQUEST_TIMEOUT', 'FD_RESERVE',
-           'SETTINGS_ENV', 'VariantChoice', 'available_variants', 'choose_variant', 'weight_files', 'sha256_of',
-           'digest_problem', 'artifact_checksums', 'Predictor', 'QueueFull', 'Job', 'MicroBatcher', 'encodable',
-           'request_model', 'json_type', 'error_location', 'describe_error', 'clip', 'describe_errors', 'quoted_names',
-           'RequestRefused', 'check_shape', 'too_many_values', 'screen_values', 'parse_texts', 'RequestLog',
-           'recorded_checksums', 'Served', 'verified_variant', 'load_served', 'shown_path', 'model_card',
-           'max_body_size', 'read_api_key', 'key_matches', 'RequestGuard', 'ClientGone', 'wait_for_disconnect',
-           'answer_unless_gone', 'predict_unless_gone', 'answer_within', 'is_json', 'refusal_answerer',
-           'prediction_answer', 'ServeMetrics', 'MetricsRecorder', 'v1_model_card', 'explain_rows', 'Serving',
-           'submitted', 'read_texts', 'predict_route', 'explain_route', 'health_route', 'ready_route', 'info_route',
-           'model_route', 'metrics_route', 'monitor_route', 'json_body', 'add_routes', 'add_guards', 'start_serving',
-           'start_monitor', 'create_app', 'bind_socket', 'server_url', 'raw_answer', 'GuardedH11Protocol',
-           'guarded_protocol', 'open_descriptors', 'fit_connection_limit', 'RepeatFilter', 'repeats_held_back',
-           'is_loopback', 'exposure_warning', 'AnnouncingServer', 'signals_end_quietly', 'run_server',
-           'app_from_environment', 'run_workers']
+           'SETTINGS_ENV', 'weight_files', 'digest_problem', 'artifact_checksums', 'Predictor', 'QueueFull', 'Job',
+           'MicroBatcher', 'encodable', 'request_model', 'json_type', 'error_location', 'describe_error', 'clip',
+           'describe_errors', 'quoted_names', 'RequestRefused', 'check_shape', 'too_many_values', 'screen_values',
+           'parse_texts', 'RequestLog', 'recorded_checksums', 'Served', 'verified_variant', 'load_served', 'shown_path',
+           'model_card', 'max_body_size', 'read_api_key', 'key_matches', 'RequestGuard', 'ClientGone',
+           'wait_for_disconnect', 'answer_unless_gone', 'predict_unless_gone', 'answer_within', 'is_json',
+           'refusal_answerer', 'prediction_answer', 'ServeMetrics', 'MetricsRecorder', 'v1_model_card', 'explain_rows',
+           'Serving', 'submitted', 'read_texts', 'predict_route', 'explain_route', 'health_route', 'ready_route',
+           'info_route', 'model_route', 'metrics_route', 'monitor_route', 'json_body', 'add_routes', 'add_guards',
+           'start_serving', 'start_monitor', 'create_app', 'bind_socket', 'server_url', 'raw_answer',
+           'GuardedH11Protocol', 'guarded_protocol', 'open_descriptors', 'fit_connection_limit', 'RepeatFilter',
+           'repeats_held_back', 'is_loopback', 'exposure_warning', 'AnnouncingServer', 'signals_end_quietly',
+           'run_server', 'app_from_environment', 'run_workers']
 
 # %% ../nbs/95_serve.ipynb #187a8c71
-import asyncio, hashlib, hmac, ipaddress, json, logging, os, re, resource, signal, socket, sys, threading, time
+import asyncio, hmac, ipaddress, json, logging, os, re, resource, signal, socket, sys, threading, time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -53,50 +52,9 @@ import bigmodel_nb
 from .core import UserError, read_json, get_metric, cut
 from .config import RunConfig, load_config
 from .rundir import RunDir, FP32, read_metrics
-from .artifacts import MANIFEST
+from .artifacts import MANIFEST, file_sha256
 from .modeling import backbone_license
-from .inference import VARIANT_FILE, ONNX_FILE, INT8_FILE, load_variant
-
-# %% ../nbs/95_serve.ipynb #a1f032ff
-@dataclass
-class VariantChoice:
-    "The variant to serve: its name, folder, where the choice came from (short) and why (full)."
-    name: str
-    folder: Path
-    source: str
-    reason: str
-
-def available_variants(run_dir: str|Path) -> list[str]:
-    "Names of the variants `run_dir` holds: fp32 (`model/`) and every saved folder of `compressed/`."
-    run = RunDir(run_dir)
-    names = [FP32] if (run.model/"config.json").exists() else []
-    if run.compressed.is_dir():
-        names += sorted(path.name for path in run.compressed.iterdir() if (path/"config.json").exists())
-    return names
-
-# %% ../nbs/95_serve.ipynb #712ac56f
-def choose_variant(run_dir: str|Path, variant: str|None = None) -> VariantChoice:
-    "The variant named by `variant`, else the one the compress stage selected, else fp32 from `model/`."
-    run = RunDir(run_dir)
-    available, selected = available_variants(run), read_json(run.selected)
-    if not available:
-        raise UserError(f"{run.root} holds no model to serve (no model/config.json, nothing in compressed/): "
-                        "give the folder of a finished run")
-    if variant is not None:
-        if variant not in available:
-            raise UserError(f"variant {variant!r} is not in {run.root}; it holds: {', '.join(available)}")
-        selected_name = selected["name"] if selected else "none (no compressed/selected.json)"
-        return VariantChoice(variant, run.variant(variant), "named explicitly",
-                             f"{variant}: named explicitly; the compress stage selected {selected_name}")
-    if selected is not None:
-        why = get_metric(read_metrics(run), "compress.reason") or "no reason recorded in metrics.json"
-        return VariantChoice(selected["name"], run.resolve(selected["path"]), "selected by the compress stage",
-                             f"selected by the compress stage (compressed/selected.json): {why}")
-    if FP32 not in available: raise UserError(f"{run.root} has no model/ and no compressed/selected.json: "
-                                              f"name a variant ({', '.join(available)})")
-    return VariantChoice(FP32, run.model, "no compression in this run",
-                         "fp32: the run has no compressed/selected.json (its compress stage did not run), "
-                         "so the trained model in model/ is served")
+from .inference import VARIANT_FILE, ONNX_FILE, INT8_FILE, load_variant, VariantChoice, available_variants, choose_variant
 
 # %% ../nbs/95_serve.ipynb #7c476674
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -115,20 +73,13 @@ def weight_files(folder: str|Path) -> list[Path]:
                         "loads safetensors only: re-save the model with save_pretrained(folder), which writes safetensors")
     return files
 
-def sha256_of(path: str|Path, chunk_bytes: int = 1 << 20) -> str:
-    "Hex sha256 digest of the file at `path`."
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(chunk_bytes): digest.update(chunk)
-    return digest.hexdigest()
-
 # %% ../nbs/95_serve.ipynb #3adeedd5
 LOADED_SUFFIXES = (".json", ".txt", ".model")  # config, tokenizer (vocab.txt, sentencepiece .model) and recipe files
 
 def digest_problem(folder: Path, digests: dict, recorded: dict, complete: bool = False) -> str|None:
     "Why `folder`'s files do not match `recorded` (name → sha256): a changed or missing file, or (`complete`) an unrecorded one."
     for name, expected in recorded.items():
-        actual = digests[name] if name in digests else (sha256_of(folder/name) if (folder/name).is_file() else None)
+        actual = digests[name] if name in digests else (file_sha256(folder/name) if (folder/name).is_file() else None)
         if actual is None: return f"{folder/name} is missing: its digest was recorded when the variant was saved"
         if actual != expected:
             return (f"checksum mismatch for {folder/name}: recorded sha256 {expected}, the file has {actual}; "
@@ -143,7 +94,7 @@ def artifact_checksums(folder: str|Path, recorded: dict|None = None,
     "sha256 of every file loaded from `folder`, checked against `recorded` (file name → digest) when given."
     folder, weights = Path(folder), weight_files(folder)
     loaded = sorted(set(weights) | {path for path in folder.iterdir() if path.suffix in LOADED_SUFFIXES})
-    digests = {path.name: sha256_of(path) for path in loaded}
+    digests = {path.name: file_sha256(path) for path in loaded}
     if problem := digest_problem(folder, digests, recorded or {}, complete):
         raise UserError(f"refusing to serve: {problem}; rebuild the variant (run its stage again) or restore the file")
     return {"sha256": digests, "weights": [path.name for path in weights],
