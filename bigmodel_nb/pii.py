@@ -201,6 +201,7 @@ def redact(text: str,  # the text to redact
 # %% ../nbs/10c_pii.ipynb #22a22910
 def redact_series(texts: pd.Series,  # texts; missing values pass through unchanged
                   detectors: PiiDetectors,  # from compile_detectors
+                  batch_size: int = 10_000,  # texts handled at a time as Python strings
                   ) -> tuple[pd.Series, dict]:
     "The texts with PII replaced by placeholders, and the total count of replacements by type."
     counts = collections.Counter()
@@ -209,10 +210,11 @@ def redact_series(texts: pd.Series,  # texts; missing values pass through unchan
         result, found = redact(text, detectors)
         counts.update(found)
         return result
-    keep_dtype = texts.dtype == object or isinstance(texts.dtype, pd.StringDtype)
-    redacted = pd.Series([redact_one(text) for text in texts], index=texts.index, name=texts.name,
-                         dtype=texts.dtype if keep_dtype else object)
-    return redacted, {kind: counts[kind] for kind in detectors.types}
+    dtype = texts.dtype if texts.dtype == object or isinstance(texts.dtype, pd.StringDtype) else object
+    parts = [pd.Series([redact_one(text) for text in texts.iloc[start:start + batch_size].tolist()], dtype=dtype)
+             for start in range(0, len(texts), batch_size)]  # a batch at a time: one copy of the column, not two
+    redacted = pd.concat(parts, ignore_index=True) if parts else pd.Series([], dtype=dtype)
+    return redacted.set_axis(texts.index).rename(texts.name), {kind: counts[kind] for kind in detectors.types}
 
 # %% ../nbs/10c_pii.ipynb #d3fbe7e1
 MOBILE_PREFIXES = ("130 131 132 133 134 135 136 137 138 139 145 147 150 151 152 153 155 156 157 158 159 166 170 171 173 "

@@ -30,7 +30,7 @@ from .clean import normalize_texts
 from . import pii
 from .artifacts import CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import load_tokenizer, resolve_backbone, write_model_card
-from .training import EncodedTexts, LengthGroupedTrainer, ProgressCallback, stage_arguments
+from .training import EncodedTexts, tokenize_ids, LengthGroupedTrainer, ProgressCallback, stage_arguments
 from .inference import torch_device
 
 # %% ../nbs/30_pretrain.ipynb #3599391c
@@ -161,7 +161,7 @@ def masked_lm_perplexity(model,                   # a masked LM
     model.eval()
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    order = np.argsort([len(ids) for ids in dataset.input_ids], kind="stable")
+    order = np.argsort(dataset.lengths(), kind="stable")
     total_loss, total_tokens = 0.0, 0
     device = next(model.parameters()).device
     try:
@@ -196,14 +196,13 @@ def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.
     tokenizer = load_tokenizer(run.tokenizer)
     texts, account = pretraining_texts(config, splits)
     max_length = config.model.max_length
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
-    unlabeled_ids = encoded[:account["unlabeled_texts"]] if account["unlabeled_texts"] else []
-    unknown = sum(ids.count(tokenizer.unk_token_id) for ids in unlabeled_ids)
-    content = sum(len(ids) - 2 for ids in unlabeled_ids)
+    encoded = tokenize_ids(tokenizer, texts, truncation=True, max_length=max_length)
+    n_unlabeled = account["unlabeled_texts"]  # the unlabeled texts come first
+    unknown = int((encoded.ids[:encoded.offsets[n_unlabeled]] == tokenizer.unk_token_id).sum())
+    content = int(encoded.lengths()[:n_unlabeled].sum()) - 2 * n_unlabeled
     order = np.random.default_rng(config.seed).permutation(len(encoded))
     n_valid = max(1, int(round(len(encoded) * config.pretrain.valid_fraction)))
-    valid_set = UnlabeledTexts([encoded[i] for i in order[:n_valid]])
-    train_set = UnlabeledTexts([encoded[i] for i in order[n_valid:]])
+    valid_set, train_set = UnlabeledTexts(encoded.take(order[:n_valid])), UnlabeledTexts(encoded.take(order[n_valid:]))
     set_seed(config.seed)
     model = build_masked_lm(config, tokenizer).to(torch_device(config.runtime.device))  # perplexity before training too
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.pretrain.mlm_probability)

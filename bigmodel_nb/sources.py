@@ -219,21 +219,28 @@ def _raw_text(raw_lines: list[str], limit: int = 200) -> str:
     return text.rstrip("\r\n")
 
 # %% ../nbs/10a_sources.ipynb #7ffcf802
-def _read_records(stream, name: str, delimiter: str, max_field_chars: int) -> tuple:
-    "(header, records, their first lines, ragged rows as (line, field count, raw text), blank lines) of a CSV stream."
-    header, records, rows, ragged, blank_lines = None, [], [], [], 0
+def _read_records(stream, name: str, delimiter: str, max_field_chars: int, batch_rows: int = 65_536) -> tuple:
+    """(header, the records as string DataFrames of up to `batch_rows` rows each, their first lines, ragged rows as (line,
+    field count, raw text), blank lines) of a CSV stream. Only one batch is held as Python lists at a time."""
+    header, frames, records, rows, ragged, blank_lines = None, [], [], [], [], 0
+    def flush():
+        frames.append(pd.DataFrame(records, columns=_column_names(header), dtype="str").replace("", np.nan))
+        records.clear()
     previous_limit = csv.field_size_limit(max_field_chars)  # the csv module's own limit, process-wide: restored below
     try:
         for first_line, fields, raw_lines in _csv_records(stream, delimiter):
             if not fields: blank_lines += 1
             elif header is None: header = fields
-            elif len(fields) == len(header): records.append(fields); rows.append(first_line)
+            elif len(fields) == len(header):
+                records.append(fields); rows.append(first_line)
+                if len(records) == batch_rows: flush()
             else: ragged.append((first_line, len(fields), _raw_text(raw_lines)))
     except _RecordError as error:
         if "field larger than field limit" in str(error): raise _field_too_long(name, error, delimiter, header, max_field_chars) from None
         raise UserError(f"{name}: line {error.first_line}: not readable as delimited text ({error}); fix that line") from None
     finally: csv.field_size_limit(previous_limit)
-    return header, records, rows, ragged, blank_lines
+    if records: flush()
+    return header, frames, rows, ragged, blank_lines
 
 # %% ../nbs/10a_sources.ipynb #b530be4e
 def _column_names(header: list[str]) -> list[str]:
@@ -266,12 +273,12 @@ def _delimited(path: Path, name: str, encoding: str, delimiter: str, on_bad_line
             sample = stream.read(SNIFF_CHARS)
             delimiter = sniff_delimiter(sample if len(sample) < SNIFF_CHARS else sample[:sample.rfind("\n") + 1])
             stream.seek(0)
-        header, records, rows, ragged, blank_lines = _read_records(stream, name, delimiter, max_field_chars)
+        header, frames, rows, ragged, blank_lines = _read_records(stream, name, delimiter, max_field_chars)
     if header is None: raise _no_rows(name, "only blank lines")
     if ragged and on_bad_lines == "fail": raise _ragged_error(name, ragged, len(header), delimiter)
-    if not records:
+    if not frames:
         raise _no_rows(name, "no data rows" if not ragged else f"no row with the header's {len(header)} fields (delimiter {delimiter!r})")
-    frame = pd.DataFrame(records, columns=_column_names(header)).replace("", np.nan)
+    frame = pd.concat(frames, ignore_index=True)
     skipped = [{"row": line, "reason": "ragged_row", "text": text} for line, _, text in ragged]
     details = {"format": "tsv" if delimiter == "\t" else "csv", "encoding": encoding, "delimiter": delimiter, "bytes": size, "blank_lines": blank_lines}
     return LoadedTable(frame, rows, skipped, name, details)
