@@ -28,7 +28,7 @@ from torch.nn.utils import prune
 from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, read_json, write_json, save_figure, use_cjk_font, quiet_libraries
+from .core import UserError, read_json, write_json, save_figure, use_cjk_font, quiet_libraries, release_memory
 from .config import RunConfig
 from .rundir import RunDir, load_splits, load_card, report_progress
 from .stage import Stage
@@ -177,6 +177,7 @@ def fine_tune(model,                      # trained in place
             loss = loss_of(model, batch)
             optimizer.zero_grad(); loss.backward(); optimizer.step(); schedule.step()
             losses.append(loss.item())
+            release_memory(arrow=False)  # variable-size activations: see training.ReleaseMemory
             if progress: progress(len(losses), steps, losses[-1])
             if len(losses) >= steps: break
     model.eval()

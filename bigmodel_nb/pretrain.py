@@ -30,7 +30,7 @@ from .clean import normalize_texts
 from . import pii
 from .artifacts import CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import load_tokenizer, resolve_backbone, write_model_card
-from .training import EncodedTexts, tokenize_ids, LengthGroupedTrainer, ProgressCallback, stage_arguments
+from .training import EncodedTexts, tokenize_ids, ReleaseMemory, LengthGroupedTrainer, ProgressCallback, stage_arguments
 from .inference import torch_device
 
 # %% ../nbs/30_pretrain.ipynb #3599391c
@@ -213,7 +213,7 @@ def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.
     trainer = LengthGroupedTrainer(model=model, args=pretrain_arguments(config, checkpoints, len(train_set)),
                                    train_dataset=train_set, eval_dataset=valid_set, data_collator=collator,
                                    processing_class=tokenizer,
-                                   callbacks=[ProgressCallback(run, task="pretrain"), CheckpointManifest()])
+                                   callbacks=[ProgressCallback(run, task="pretrain"), CheckpointManifest(), ReleaseMemory()])
     trainer.remove_callback(PrinterCallback)
     resume = last_complete_checkpoint(checkpoints, on_skip=lambda message: add_notice(run, "pretrain", message))
     if resume: print(f"resuming pretraining from {resume}", flush=True)

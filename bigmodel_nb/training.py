@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['TokenIds', 'tokenize_ids', 'EncodedTexts', 'encode_texts', 'classification_scores', 'ProgressCallback',
-           'unpadded_supported', 'UnpaddedBatch', 'unpad_batch', 'unpadded_logits', 'TextTrainer', 'length_label_order',
-           'ShuffledLengthBatches', 'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend', 'with_settings',
-           'tuned_config', 'class_weights', 'WeightedLoss', 'resample_indices', 'training_arguments', 'RankRecord',
-           'start_point', 'trainer_options', 'TrainingData', 'training_data', 'train_once']
+           'ReleaseMemory', 'unpadded_supported', 'UnpaddedBatch', 'unpad_batch', 'unpadded_logits', 'TextTrainer',
+           'length_label_order', 'ShuffledLengthBatches', 'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend',
+           'with_settings', 'tuned_config', 'class_weights', 'WeightedLoss', 'resample_indices', 'training_arguments',
+           'RankRecord', 'start_point', 'trainer_options', 'TrainingData', 'training_data', 'train_once']
 
 # %% ../nbs/07_training.ipynb #a4893ac6
 import hashlib, math, os, time
@@ -24,7 +24,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
-from .core import UserError, write_json, read_json, release_memory
+from .core import UserError, write_json, read_json, release_memory, current_rss
 from .inference import torch_device
 from .artifacts import verified_best_checkpoint, CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import build_model, load_tokenizer
@@ -126,6 +126,20 @@ class ProgressCallback(TrainerCallback):
                           if isinstance(value, (int, float)) and key not in ("epoch", "step", "total_flos"))
         print(f"step {state.global_step}/{state.max_steps} (epoch {state.epoch or 0:.2f}) {shown} "
               f"[{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
+
+# %% ../nbs/07_training.ipynb #aeebac6e
+class ReleaseMemory(TrainerCallback):
+    "Hand freed memory back to the system (`core.release_memory`) when the process has grown by `growth_mb` since the last time."
+    def __init__(self, growth_mb: float = 1024): self.growth, self.floor = growth_mb * 2**20, None
+    def _check(self, force: bool = False):
+        rss = current_rss()
+        if rss is None: return  # not Linux: no way to read it, and no malloc_trim either
+        if self.floor is None: self.floor = rss
+        elif force or rss - self.floor > self.growth:
+            release_memory(arrow=force)
+            self.floor = current_rss()
+    def on_step_end(self, args, state, control, **kwargs): self._check()
+    def on_evaluate(self, args, state, control, **kwargs): self._check(force=True)
 
 # %% ../nbs/07_training.ipynb #28f0ac75
 def unpadded_supported(model) -> bool:
@@ -488,7 +502,8 @@ def train_once(config: RunConfig,       # the run's config
     set_seed(seed)
     start_from = start_point(config, run)
     model = build_model(config.model, data.tokenizer, data.label_names, start_from=start_from)
-    callbacks = [ProgressCallback(run, task=task), CheckpointManifest(), *([rank_record] if rank_record else []), *callbacks]
+    callbacks = [ProgressCallback(run, task=task), CheckpointManifest(), ReleaseMemory(), *([rank_record] if rank_record else []),
+                 *callbacks]
     if config.train.early_stopping_patience: callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
     trainer_class, options, why = trainer_options(config.train, model, int(os.environ.get("WORLD_SIZE", "1")))
     if why and _is_main_process(): print(f"train.unpadded: training computes padded batches because {why}", flush=True)
