@@ -12,7 +12,8 @@ characters (~350 bytes of UTF-8) a row; 2 labels. One CSV per size under OUT/ (w
 
 How: for each size and each code version, `python -c` runs `get_stage(name).run(config, run_dir)` for `data` and then
 `tokenizer` in two fresh processes (a run folder per size and version); the parent measures wall time, each child reports
-its own peak RSS (`ru_maxrss`) when it ends. Peak memory includes the Python interpreter and the libraries it imports
+its own peak RSS when it ends (`VmHWM`; `ru_maxrss` would include the parent's size at the fork, which Linux carries over
+exec). Peak memory includes the Python interpreter and the libraries it imports
 (about 0.3-0.5 GB), so the slope between two sizes, not the ratio at one size, says how memory grows with the data.
 Run on a quiet machine: timings on these 2 shared cores move with other load; the memory figures do not.
 """
@@ -71,7 +72,9 @@ started = time.perf_counter()
 result = get_stage({stage!r}).run(config, {run!r}, force=True)
 seconds = time.perf_counter() - started
 import bigmodel_nb
-print("RESULT " + json.dumps({{"stage_seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+try: peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
+except OSError: peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps({{"stage_seconds": seconds, "peak_rss_mb": peak,
                               "code": bigmodel_nb.__file__, "metrics": result.metrics}}))
 """
 

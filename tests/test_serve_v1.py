@@ -83,7 +83,9 @@ def test_full_queue_answers_503_with_retry_after(make_app):
     slowed(app, 0.5)
     answers = asyncio.run(post_all(app, "/v1/predict", [{"texts": ["好"]}] * 5))
     statuses = sorted(answer.status_code for answer in answers)
-    assert statuses.count(200) >= 2 and 503 in statuses and set(statuses) <= {200, 503}, statuses
+    # one request is being served and one waits in the queue of 1: both get 200 when the batcher took the first before the
+    # second arrived; on a loaded machine it may not have, and the second is refused too. Either is a bounded queue working.
+    assert statuses.count(200) >= 1 and 503 in statuses and set(statuses) <= {200, 503}, statuses
     refused = next(answer for answer in answers if answer.status_code == 503)
     assert refused.headers["retry-after"] == "1" and "the server is busy" in refused.json()["detail"]
     with _client(app) as client:
