@@ -186,6 +186,8 @@ def minhash_signatures(texts: list[str], num_perm: int = 128, ngram: int = 3, se
         signatures[:, column] = np.minimum.reduceat(permuted, starts)
     return signatures
 
+
+# %% ../nbs/10b_clean.ipynb #c9560ee4
 def _text_series(texts) -> pd.Series:
     "Texts as a string Series indexed 0..n-1 (a Series keeps its storage; other values go through `str`)."
     if isinstance(texts, pd.Series): return texts.astype("str").reset_index(drop=True)
@@ -289,6 +291,8 @@ def near_duplicates(texts,                  # texts, in priority order (earlier 
 def _leak_examples(pairs: list) -> list:
     return [{"text": text, "train_text": train_text, **extra} for text, train_text, extra in pairs[:5]]
 
+
+# %% ../nbs/10b_clean.ipynb #948eb7f7
 class _BandIndex:
     "LSH keys sorted per band, to find which indexed texts share a bucket with other texts."
     def __init__(self, keys: np.ndarray):
