@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pandas as pd
 
-from .core import UserError
+from .core import UserError, text_batches
 
 # %% ../nbs/10b_clean.ipynb #c1c40de6
 _DROPPED_ELEMENTS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
@@ -86,10 +86,7 @@ def length_filter(texts,                # texts (missing ones count as empty)
 # %% ../nbs/10b_clean.ipynb #de2a1017
 def text_hashes(texts: pd.Series, batch_size: int = 65_536) -> np.ndarray:
     "A 64-bit hash of each text (stable within this process only), computed a batch of Python strings at a time."
-    hashes = np.empty(len(texts), dtype=np.int64)
-    for start in range(0, len(texts), batch_size):
-        hashes[start:start + batch_size] = [hash(text) for text in texts.iloc[start:start + batch_size].tolist()]
-    return hashes
+    return np.fromiter((hash(text) for batch in text_batches(texts, batch_size) for text in batch), dtype=np.int64, count=len(texts))
 
 def first_rows(texts: pd.Series) -> np.ndarray:
     "Per row, the first row holding the same text (the row itself when it is the first). The texts must not be missing."
@@ -401,9 +398,9 @@ def normalize_texts(texts: pd.Series,        # texts, none missing
     first = first_rows(texts)
     repeated = np.bincount(first, minlength=len(first))[first] > 1  # the corpus repeats itself: a repeated text is done once
     done, changed, parts = {}, Counter(), []
-    for start in range(0, len(texts), batch_size):
+    for start, batch in zip(range(0, len(texts), batch_size), text_batches(texts, batch_size)):
         values = []
-        for row, text in enumerate(texts.iloc[start:start + batch_size].tolist(), start):
+        for row, text in enumerate(batch, start):
             result = done.get(first[row]) if repeated[row] else None
             if result is None:
                 result = _normalized(text, counted, enabled)

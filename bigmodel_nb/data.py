@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import UserError, write_json, read_json, use_cjk_font, save_figure, package_file, short_list, release_memory
+from .core import UserError, write_json, read_json, use_cjk_font, save_figure, package_file, short_list, release_memory, text_batches
 from .config import RunConfig, DataConfig, SourceConfig, CleanConfig, PiiConfig
 from .rundir import RunDir, SPLITS, load_splits, load_card, add_notice, report_progress
 from .stage import Stage
@@ -171,8 +171,7 @@ def clean_table(table: pd.DataFrame, data: DataConfig, read: int|None = None, de
 
 def _blank(texts: pd.Series, batch_size: int = 65_536) -> np.ndarray:
     "Which texts are empty or white space only (`str.strip`'s white space), a batch at a time."
-    return np.fromiter((not text.strip() for start in range(0, len(texts), batch_size)
-                        for text in texts.iloc[start:start + batch_size].tolist()), dtype=bool, count=len(texts))
+    return np.fromiter((not text.strip() for batch in text_batches(texts, batch_size) for text in batch), dtype=bool, count=len(texts))
 
 def clean_ledger(ledger: Ledger, data: DataConfig) -> dict:
     "Run every cleaning step on the ledger's rows (a new column at a time: no step holds two copies of the texts for long)."

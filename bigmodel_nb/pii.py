@@ -22,7 +22,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .core import UserError
+from .core import UserError, text_batches
 
 # %% ../nbs/10c_pii.ipynb #f5b2c697
 ID_WEIGHTS = tuple(2 ** (17 - position) % 11 for position in range(17))  # ISO 7064 MOD 11-2: 7 9 10 5 8 4 2 1 6 3 ...
@@ -211,8 +211,8 @@ def redact_series(texts: pd.Series,  # texts; missing values pass through unchan
         counts.update(found)
         return result
     dtype = texts.dtype if texts.dtype == object or isinstance(texts.dtype, pd.StringDtype) else object
-    parts = [pd.Series([redact_one(text) for text in texts.iloc[start:start + batch_size].tolist()], dtype=dtype)
-             for start in range(0, len(texts), batch_size)]  # a batch at a time: one copy of the column, not two
+    parts = [pd.Series([redact_one(text) for text in batch], dtype=dtype)
+             for batch in text_batches(texts, batch_size)]  # a batch at a time: one copy of the column, not two
     redacted = pd.concat(parts, ignore_index=True) if parts else pd.Series([], dtype=dtype)
     return redacted.set_axis(texts.index).rename(texts.name), {kind: counts[kind] for kind in detectors.types}
 

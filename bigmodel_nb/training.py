@@ -24,7 +24,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
-from .core import UserError, write_json, read_json, release_memory, current_rss
+from .core import UserError, write_json, read_json, release_memory, current_rss, text_batches
 from .inference import torch_device
 from .artifacts import verified_best_checkpoint, CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import build_model, load_tokenizer
@@ -61,10 +61,8 @@ class TokenIds:
 
 def tokenize_ids(tokenizer, texts, batch_size: int = 8192, **options) -> TokenIds:
     "Token ids of `texts` (a list or a Series), tokenized a batch at a time; `options` go to the tokenizer call."
-    texts, parts = texts if isinstance(texts, pd.Series) else pd.Series(list(texts), dtype=object), []
-    dtype = np.uint16 if len(tokenizer) <= 2**16 else np.int32
-    for start in range(0, len(texts), batch_size):
-        batch = texts.iloc[start:start + batch_size].tolist()
+    parts, dtype = [], np.uint16 if len(tokenizer) <= 2**16 else np.int32
+    for batch in text_batches(texts, batch_size):
         parts.append(TokenIds.from_lists(tokenizer(batch, verbose=False, **options)["input_ids"], dtype))
         release_memory()  # the tokenizer's threads free their buffers into per-thread arenas
     return TokenIds.concat(parts)
