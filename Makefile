@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -m pip install -q -e '.[demo,english,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install -q -e '.[all,dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch, transformers, bigmodel_nb, snownlp, nbdev, pytest"
 	@touch $(STAMP)
 

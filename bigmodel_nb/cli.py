@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .core import UserError
+from .core import UserError, profile_path
 from .config import load_config, config_to_yaml
 
 # %% ../nbs/90_cli.ipynb #ef409fe4
@@ -41,15 +41,20 @@ def run(config: Annotated[Optional[Path], typer.Argument(help="YAML run config, 
         set_: SetOption = None,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder (default: runs/<name>-<timestamp>)")] = None,
         resume: Annotated[Optional[Path], typer.Option("--resume", help="continue the interrupted run in this folder (uses its config.yaml)")] = None,
-        until: Annotated[Optional[str], typer.Option("--until", help="stop after this stage (for example tokenizer); --resume goes on later")] = None):
+        until: Annotated[Optional[str], typer.Option("--until", help="stop after this stage (for example tokenizer); --resume goes on later")] = None,
+        profile: Annotated[Optional[str], typer.Option("--profile", help="a shipped config instead of CONFIG: quick, default or full "
+                                                       "(no CONFIG and no --profile: default)")] = None):
     "Run every stage for CONFIG into a run folder and write its report (or continue one with --resume RUN_DIR)."
     from bigmodel_nb.pipeline import run_pipeline, resume_pipeline
     if resume is not None:
-        if config is not None or set_ or out is not None or until is not None:
-            raise UserError("--resume continues a run with the config saved in its folder; give no CONFIG, --set, --out or --until with it")
+        if config is not None or set_ or out is not None or until is not None or profile is not None:
+            raise UserError("--resume continues a run with the config saved in its folder; give no CONFIG, --profile, --set, --out or --until with it")
         resume_pipeline(resume)
         return
-    if config is None: raise UserError("give a run config (for example: bigmodel-nb run configs/default.yaml) or --resume RUN_DIR")
+    if config is not None and profile is not None: raise UserError("give CONFIG or --profile, not both")
+    if config is None:
+        config = profile_path(profile or "default")
+        typer.echo(f"config: the {profile or 'default'} profile ({config})", err=True)
     run_config = load_config(config, set_ or [])  # fails here, before any work, on a bad key or value
     run_pipeline(run_config, out, stages=stages_until(run_config, until))
 
@@ -114,7 +119,7 @@ def loadtest_cli(url: Annotated[str, typer.Argument(help="the server, http://127
                  max_requests: Annotated[int, typer.Option(help="stop after this many requests")] = 1_000_000,
                  json_output: Annotated[bool, typer.Option("--json", help="one JSON line instead of the table")] = False):
     "Load a local server and print requests/s, texts/s, latency percentiles, statuses and errors."
-    from bigmodel_nb.loadtest import loadtest_command
+    from bigmodel_nb.loadtest import loadtest_command  # its module asks for the serve extra
     loadtest_command(url, concurrency, duration, path=path, batch=batch, max_requests=max_requests, as_json=json_output)
 
 # %% ../nbs/90_cli.ipynb #97bb56de

@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, read_json, quiet_libraries, get_metric
+from .core import UserError, read_json, quiet_libraries, get_metric, require_extra
 from .rundir import RunDir, FP32, read_metrics
 from .modeling import load_tokenizer
 
@@ -60,6 +60,7 @@ class OnnxRunner:
     "Logits of an ONNX classifier run by ONNX Runtime on the CPU, for a tokenized batch of numpy arrays."
     kind = "onnx"
     def __init__(self, path: str|Path, threads: int = 1):
+        require_extra("compress", "onnxruntime", what=f"the ONNX variant {Path(path).name}")
         import onnxruntime
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -127,6 +128,7 @@ def quantize_linear_int8(model, backend: str):
     model = copy.deepcopy(model).eval()
     with quiet_libraries("torchao", "torch.utils._pytree"):
         if backend == "torchao":
+            require_extra("compress", "torchao", what="int8 with torchao")
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
             quantize_(model, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
             return model

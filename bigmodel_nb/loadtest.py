@@ -14,6 +14,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .core import require_extra
+require_extra("serve", "httpx", what="the load test (bigmodel_nb.loadtest)")
 import httpx
 import numpy as np
 

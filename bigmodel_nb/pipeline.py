@@ -15,7 +15,7 @@ from pathlib import Path
 from .core import UserError, write_json, read_json, use_cjk_font, die_with_parent
 from .config import RunConfig, load_config, save_config
 from .rundir import RunDir, read_progress, update_metrics, read_notices
-from .stage import REGISTRY, get_stage, stages_for, workflow_notebook
+from .stage import REGISTRY, get_stage, stages_for, workflow_notebook, check_extras
 from .report import build_report
 
 # %% ../nbs/85_pipeline.ipynb #64d5d32f
@@ -231,6 +231,7 @@ def run_pipeline(config: RunConfig,          # the run's config (relative source
     from rich.console import Console
     console = console or Console(stderr=True)
     stages = stages or stages_for(config)
+    check_extras(config, stages)  # a missing pip extra fails now, with the line to type, not when its stage starts
     config = resolve_source_paths(config)
     run_dir = new_run_dir(config, out)
     save_config(config, RunDir(run_dir).config)
@@ -267,4 +268,5 @@ def resume_pipeline(run_dir: str|Path, # a run folder an earlier run wrote (with
     if not remaining:
         console.print(f"the run is already complete; report: {run.report}")
         return run_dir
+    check_extras(config, remaining)
     return _run_stages(config, run_dir, remaining, finished, console)

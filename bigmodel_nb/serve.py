@@ -35,6 +35,8 @@ from json.decoder import scanstring
 from pathlib import Path
 from typing import Annotated
 
+from .core import require_extra
+require_extra("serve", what="serving (bigmodel_nb.serve)")  # the libraries below come with the serve extra
 import h11
 import prometheus_client as prometheus
 import numpy as np

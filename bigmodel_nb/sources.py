@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .core import UserError
+from .core import UserError, require_extra
 from .config import SourceConfig, DataConfig
 
 # %% ../nbs/10a_sources.ipynb #bc4b4824
@@ -383,6 +383,7 @@ def read_excel_file(path: str|Path,  # an .xlsx workbook (.xls needs the xlrd pa
                    ) -> LoadedTable:
     "Records of one sheet of an Excel workbook (first row = header), numbered from 1."
     path = _existing_file(path)
+    if path.suffix.lower() in (".xlsx", ".xlsm"): require_extra("sources", "openpyxl", what=f"{path} (an Excel workbook)")
     try: book = pd.ExcelFile(path)
     except ImportError as error: raise UserError(f"{path}: reading this kind of workbook needs a package ({_one_line(error)}); install it, or save the sheet as .xlsx or .csv") from None
     except Exception as error: raise UserError(f"{path} could not be read as an Excel workbook ({type(error).__name__}: {_one_line(error)})") from None
@@ -495,6 +496,7 @@ def _database_target(database: str|Path|None) -> tuple[str, str|None, str]:
     if database is None: return "duckdb", None, "in-memory DuckDB"
     database = str(database)
     if "://" in database:
+        require_extra("sources", "sqlalchemy", what=f"the database {database.split('://')[0]}://...")
         import sqlalchemy
         try: url = sqlalchemy.make_url(database)
         except sqlalchemy.exc.ArgumentError: raise UserError(f"database {database.split('://')[0]}://...: not a valid SQLAlchemy URL, e.g. sqlite:///reviews.db or postgresql://user@host/db") from None
@@ -517,6 +519,7 @@ def _sql_error(query: str, shown: str, error: Exception) -> UserError:
     return UserError(f"SQL query failed in {shown}: {_one_line(message)}. Query: {_one_line(query)[:300]}")
 
 def _query_duckdb(query: str, database: str|None, shown: str) -> pd.DataFrame:
+    require_extra("sources", "duckdb", what="a SQL source on DuckDB")
     import duckdb
     try:
         with (duckdb.connect(database, read_only=True) if database else duckdb.connect()) as connection:
@@ -524,6 +527,7 @@ def _query_duckdb(query: str, database: str|None, shown: str) -> pd.DataFrame:
     except duckdb.Error as error: raise _sql_error(query, shown, error) from None
 
 def _query_sqlalchemy(query: str, url: str, shown: str) -> pd.DataFrame:
+    require_extra("sources", "sqlalchemy", what=f"the database {shown}")
     import sqlalchemy
     try: engine = sqlalchemy.create_engine(url)
     except (ImportError, sqlalchemy.exc.NoSuchModuleError) as error:

