@@ -30,7 +30,8 @@ from .clean import normalize_texts
 from . import pii
 from .artifacts import CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import load_tokenizer, resolve_backbone, write_model_card
-from .training import EncodedTexts, tokenize_ids, ReleaseMemory, LengthGroupedTrainer, ProgressCallback, stage_arguments
+from .training import (EncodedTexts, tokenize_ids, ReleaseMemory, LengthGroupedTrainer, ProgressCallback, stage_arguments,
+                                  chosen_trackers, tracking, forget_curves)
 from .inference import torch_device
 
 # %% ../nbs/30_pretrain.ipynb #3599391c
@@ -178,10 +179,12 @@ def masked_lm_perplexity(model,                   # a masked LM
 def pretrain_arguments(config: RunConfig, # the run's config (`pretrain` settings)
                        output_dir: Path,  # where the Trainer writes its checkpoints
                        train_size: int,   # number of pretraining texts: sets the evaluation interval
+                       **tracked,         # `report_to` and `run_name`, as `training.tracking` yields them (default: no tracker)
                       ) -> TrainingArguments:
     "TrainingArguments of the pretraining stage (`pretrain.*` schedule)."
     return stage_arguments(config, config.pretrain, output_dir, train_size, per_device_eval_batch_size=config.pretrain.batch_size,
-                           prediction_loss_only=True)  # else evaluation keeps every masked-LM logit: texts x tokens x vocabulary
+                           prediction_loss_only=True,  # else evaluation keeps every masked-LM logit: texts x tokens x vocabulary
+                           **tracked)
 
 # %% ../nbs/30_pretrain.ipynb #74ad5dbf
 def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.enabled`
@@ -189,6 +192,7 @@ def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.
                 ) -> dict:
     "The pretraining stage's work: masked-LM training on train + unlabeled texts, saved to `pretrained/`; returns its section."
     run = RunDir(run_dir)
+    chosen_trackers(config)  # a tracker `train.report_to` names that is not installed fails now, not after reading the texts
     if config.runtime.threads: torch.set_num_threads(config.runtime.threads)
     transformers_logging.set_verbosity_error()
     started = time.time()
@@ -210,14 +214,15 @@ def run_pretrain(config: RunConfig, # the run's resolved config, with `pretrain.
     print(f"pretraining on {len(train_set):,} texts ({train_set.token_count():,} tokens), {len(valid_set):,} held out; "
           f"valid perplexity before: {perplexity_before:.1f}", flush=True)
     checkpoints = run.pretrain_checkpoints
-    trainer = LengthGroupedTrainer(model=model, args=pretrain_arguments(config, checkpoints, len(train_set)),
-                                   train_dataset=train_set, eval_dataset=valid_set, data_collator=collator,
-                                   processing_class=tokenizer,
-                                   callbacks=[ProgressCallback(run, task="pretrain"), CheckpointManifest(), ReleaseMemory()])
-    trainer.remove_callback(PrinterCallback)
-    resume = last_complete_checkpoint(checkpoints, on_skip=lambda message: add_notice(run, "pretrain", message))
-    if resume: print(f"resuming pretraining from {resume}", flush=True)
-    output = trainer.train(resume_from_checkpoint=resume)
+    with tracking(config, run, "pretrain") as tracked:  # the curves go to `train.report_to`'s trackers too
+        trainer = LengthGroupedTrainer(model=model, args=pretrain_arguments(config, checkpoints, len(train_set), **tracked),
+                                       train_dataset=train_set, eval_dataset=valid_set, data_collator=collator, processing_class=tokenizer,
+                                       callbacks=[ProgressCallback(run, task="pretrain"), CheckpointManifest(), ReleaseMemory()])
+        trainer.remove_callback(PrinterCallback)
+        resume = last_complete_checkpoint(checkpoints, on_skip=lambda message: add_notice(run, "pretrain", message))
+        if resume: print(f"resuming pretraining from {resume}", flush=True)
+        else: forget_curves(run, "pretrain")
+        output = trainer.train(resume_from_checkpoint=resume)
     save_model_atomically(trainer, run.pretrained)
     perplexity_after = masked_lm_perplexity(trainer.model, valid_set, collator, config.runtime.batch_size, config.seed)
     history = trainer.state.log_history

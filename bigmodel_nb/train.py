@@ -83,8 +83,8 @@ def train_restarts(config: RunConfig,       # the run's config (`train.restarts`
             if main: print(f"restart {restart + 1}/{len(seeds)} (seed {seed}) already finished", flush=True)
             continue
         if main: print(f"restart {restart + 1}/{len(seeds)}: training with seed {seed}", flush=True)
-        metrics, history = train_once(config, run, data, seed, run.restart_checkpoints(restart),
-                                      run.restart(restart), rank_record, task=f"train {restart + 1}/{len(seeds)}")
+        metrics, history = train_once(config, run, data, seed, run.restart_checkpoints(restart), run.restart(restart), rank_record,
+                                      task=f"train {restart + 1}/{len(seeds)}", tracked_as=f"train/restart-{restart}")
         if main:
             files = read_json(run.restart(restart)/MANIFEST)["files"]
             finished.append({"restart": restart, "seed": seed, "metrics": metrics, "history": history, "files": files})
@@ -177,7 +177,8 @@ def run_train(config: RunConfig,    # the run's resolved config
     transformers_logging.set_verbosity_error()
     data, rank_record = training_data(config, run), RankRecord(run)
     if config.train.restarts == 1:
-        metrics, history = train_once(config, run, data, config.seed, run.checkpoints, run.model, rank_record)
+        metrics, history = train_once(config, run, data, config.seed, run.checkpoints, run.model, rank_record,
+                                      tracked_as="train")
     else: metrics, history = train_restarts(config, run, data, rank_record)
     if not _is_main_process(): return {}
     if config.tune.enabled: metrics["tuned_settings"] = read_json(run.tune_best)["params"]

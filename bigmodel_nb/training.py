@@ -6,11 +6,13 @@
 __all__ = ['TokenIds', 'tokenize_ids', 'EncodedTexts', 'encode_texts', 'classification_scores', 'ProgressCallback',
            'ReleaseMemory', 'unpadded_supported', 'UnpaddedBatch', 'unpad_batch', 'unpadded_logits', 'TextTrainer',
            'length_label_order', 'ShuffledLengthBatches', 'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend',
-           'with_settings', 'tuned_config', 'class_weights', 'WeightedLoss', 'resample_indices', 'training_arguments',
-           'RankRecord', 'start_point', 'trainer_options', 'TrainingData', 'training_data', 'train_once']
+           'chosen_trackers', 'tensorboard_folder', 'mlflow_store', 'forget_curves', 'tracking', 'with_settings',
+           'tuned_config', 'class_weights', 'WeightedLoss', 'resample_indices', 'training_arguments', 'RankRecord',
+           'start_point', 'trainer_options', 'TrainingData', 'training_data', 'train_once']
 
 # %% ../nbs/07_training.ipynb #a4893ac6
-import hashlib, math, os, time
+import hashlib, math, os, shutil, time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import RunConfig
 from .heads import MeanPoolingBertForSequenceClassification
-from .core import UserError, write_json, read_json, release_memory, current_rss, text_batches
+from .core import UserError, write_json, read_json, release_memory, current_rss, text_batches, require_extra, hide_passwords
 from .inference import torch_device
 from .artifacts import verified_best_checkpoint, CheckpointManifest, last_complete_checkpoint, save_model_atomically
 from .modeling import build_model, load_tokenizer
@@ -343,6 +345,8 @@ def stage_arguments(config: RunConfig, # the run's config (checkpoints kept, see
                     output_dir: str|Path, # where the Trainer writes its checkpoints
                     train_size: int, # texts in the training split, to place evaluations per epoch
                     seed: int|None = None, # None = `config.seed`; a restart's own seed otherwise
+                    report_to: str|list[str] = "none", # the trackers the Trainer logs to (`tracking` yields them)
+                    run_name: str|None = None, # the training's name in those trackers
                     **extra, # further TrainingArguments of the stage, e.g. per_device_eval_batch_size
                    ) -> TrainingArguments:
     """TrainingArguments shared by the training and pretraining stages; `section` (`config.train` or `config.pretrain`) gives the
@@ -355,7 +359,7 @@ def stage_arguments(config: RunConfig, # the run's config (checkpoints kept, see
         warmup_steps=section.warmup_ratio, lr_scheduler_type="linear",
         eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
         save_total_limit=config.train.save_total_limit,
-        logging_strategy="steps", logging_steps=max(1, eval_steps // 4), report_to="none", disable_tqdm=True,
+        logging_strategy="steps", logging_steps=max(1, eval_steps // 4), disable_tqdm=True, report_to=report_to, run_name=run_name,
         seed=config.seed if seed is None else seed, data_seed=config.seed if seed is None else seed, dataloader_num_workers=0,
         use_cpu=torch_device(config.runtime.device).type == "cpu",  # else accelerate sets up no DDP on a CPU under torchrun
         bf16=config.runtime.device != "cpu" and torch.cuda.is_available() and torch.cuda.is_bf16_supported(), **extra)
@@ -366,6 +370,64 @@ def ddp_backend(config: RunConfig) -> str|None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1: return None
     chosen = config.train.distributed.backend
     return chosen if chosen != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
+
+# %% ../nbs/07_training.ipynb #0ae1903f
+def chosen_trackers(config: RunConfig) -> list[str]:
+    "The trackers `train.report_to` names ([] for none); a UserError with the `pip install` line when one is not installed."
+    chosen = config.train.report_to
+    chosen = [] if chosen == "none" else list(dict.fromkeys([chosen] if isinstance(chosen, str) else chosen))
+    for tracker in chosen: require_extra("tracking", tracker, what=f"train.report_to: {tracker}")  # module = tracker's name
+    return chosen
+
+def tensorboard_folder(run: RunDir, name: str) -> Path: return run.logs/"tensorboard"/name  # one training's event files
+def mlflow_store(run: RunDir) -> str: return f"sqlite:///{(run.logs/'mlflow.db').resolve().as_posix()}"  # the run's MLflow store
+
+def forget_curves(run: RunDir, name: str|None) -> None:
+    "Delete the TensorBoard curves an earlier training called `name` left: a fresh training draws its own (a resumed one adds)."
+    if name: shutil.rmtree(tensorboard_folder(run, name), ignore_errors=True)
+
+# %% ../nbs/07_training.ipynb #908f35f9
+def _is_main_process() -> bool: return int(os.environ.get("RANK", "0")) == 0
+
+def _active_mlflow_run() -> str|None:
+    import mlflow
+    return mlflow.active_run().info.run_id if mlflow.active_run() else None
+
+def _where(run: RunDir, name: str, tracker: str) -> str:
+    "Where `tracker` keeps the curves of the training `name`, for the log."
+    if tracker == "tensorboard": return f"tensorboard in {run.relative(tensorboard_folder(run, name))}"
+    import mlflow
+    return f"mlflow at {hide_passwords(mlflow.get_tracking_uri())} (experiment {os.environ['MLFLOW_EXPERIMENT_NAME']})"
+
+@contextmanager
+def tracking(config: RunConfig, # the run's config (`train.report_to`; `name` names the MLflow experiment)
+             run: RunDir,       # the run folder the curves go into
+             name: str|None,    # this training in the trackers: `train`, `pretrain`, `train/restart-0`; None: not tracked
+            ):
+    """For one training: yields the `report_to` and `run_name` of its TrainingArguments, with TensorBoard writing to
+    `logs/tensorboard/<name>` and MLflow to the run's `logs/mlflow.db` (unless `MLFLOW_TRACKING_URI` is set), experiment
+    `config.name`. The environment variables the Trainer's callbacks read are restored afterwards."""
+    trackers = chosen_trackers(config) if name else []
+    settings = {"TENSORBOARD_LOGGING_DIR": str(tensorboard_folder(run, name))} if "tensorboard" in trackers else {}
+    if "mlflow" in trackers:  # a server or experiment the user already chose wins
+        settings["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI") or mlflow_store(run)
+        settings["MLFLOW_EXPERIMENT_NAME"] = os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.name
+    started = _active_mlflow_run() if "mlflow" in trackers else None  # a run the user started is theirs to end
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        if trackers and _is_main_process():
+            print(f"tracking {name}: " + "; ".join(_where(run, name, tracker) for tracker in trackers), flush=True)
+        yield {"report_to": trackers or "none", "run_name": f"{run.root.name}/{name}" if trackers else None}
+    except BaseException as error:  # the MLflow run a failed training started stays active, and the next training would join it
+        if "mlflow" in trackers and _active_mlflow_run() not in (None, started):
+            import mlflow
+            mlflow.end_run("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        for key, value in saved.items():
+            if value is None: os.environ.pop(key, None)
+            else: os.environ[key] = value
 
 # %% ../nbs/07_training.ipynb #490cd0a6
 def with_settings(config: RunConfig, settings: dict) -> RunConfig:
@@ -412,11 +474,12 @@ def training_arguments(config: RunConfig,     # the run's config (`train` and `r
                        output_dir: str|Path,  # where the Trainer writes its checkpoints
                        train_size: int,       # number of training examples: sets the evaluation interval
                        seed: int|None = None, # the training seed; None: the run's `seed`
+                       **tracked,             # `report_to` and `run_name`, as `tracking` yields them (default: no tracker)
                       ) -> TrainingArguments:
     "TrainingArguments for the run config (`train_size` sets the evaluation interval; `seed` defaults to the run's)."
     return stage_arguments(config, config.train, output_dir, train_size, seed, per_device_eval_batch_size=config.runtime.batch_size,
                            load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
-                           ddp_backend=ddp_backend(config))
+                           ddp_backend=ddp_backend(config), **tracked)
 
 # %% ../nbs/07_training.ipynb #fcb1fd57
 class RankRecord(TrainerCallback):
@@ -471,6 +534,7 @@ class TrainingData:
 
 def training_data(config: RunConfig, run: RunDir) -> TrainingData:
     "Tokenize the train split (resampled as `data.imbalance` says) and the valid split (sorted by length: less padding)."
+    chosen_trackers(config)  # a tracker that is not installed fails now, not after tokenizing (or a whole tuning study)
     splits, label_names = load_splits(run), load_card(run)["label_names"]
     release_memory()  # reading Parquet leaves freed buffers in Arrow's pool
     tokenizer = load_tokenizer(run.tokenizer)
@@ -483,8 +547,6 @@ def training_data(config: RunConfig, run: RunDir) -> TrainingData:
     return TrainingData(tokenizer, label_names, train_set, valid_set, loss, imbalance)
 
 # %% ../nbs/07_training.ipynb #538912c5
-def _is_main_process() -> bool: return int(os.environ.get("RANK", "0")) == 0
-
 def train_once(config: RunConfig,       # the run's config
                run: RunDir,             # the run folder
                data: TrainingData,      # the tokenized splits and the loss, from `training_data`
@@ -494,6 +556,7 @@ def train_once(config: RunConfig,       # the run's config
                rank_record: RankRecord|None = None, # the callback recording what this process trained on (DDP)
                task: str = "train",     # the name progress reports give this training
                callbacks: tuple = (),   # more TrainerCallbacks (the tuning stage's pruning)
+               tracked_as: str|None = None, # its name in `train.report_to`'s trackers (`train`, `train/restart-0`); None: untracked
               ) -> tuple[dict, list[dict]]:
     """One training with `seed`: checkpoints in `checkpoints` (resumed from the last complete one), the best model by valid
     macro-F1 saved to `target`; returns its metrics and log history."""
@@ -505,17 +568,19 @@ def train_once(config: RunConfig,       # the run's config
     if config.train.early_stopping_patience: callbacks.append(EarlyStoppingCallback(config.train.early_stopping_patience))
     trainer_class, options, why = trainer_options(config.train, model, int(os.environ.get("WORLD_SIZE", "1")))
     if why and _is_main_process(): print(f"train.unpadded: training computes padded batches because {why}", flush=True)
-    trainer = trainer_class(**options,
-        model=model, args=training_arguments(config, checkpoints, len(data.train_set), seed), train_dataset=data.train_set,
-        eval_dataset=data.valid_set, data_collator=DataCollatorWithPadding(data.tokenizer), processing_class=data.tokenizer,
-        compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=data.loss)
-    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the same logs, with an ETA
-    main = trainer.is_world_process_zero()
-    where = "" if task == "train" else f"{task}: "  # which restart, when there are several
-    notify = (lambda message: add_notice(run, "train", where + message)) if main else (lambda message: None)
-    resume = last_complete_checkpoint(checkpoints, clean=main, on_skip=notify)
-    if resume and main: print(f"resuming training from {resume}", flush=True)
-    output = trainer.train(resume_from_checkpoint=resume)
+    with tracking(config, run, tracked_as) as tracked:
+        trainer = trainer_class(**options,
+            model=model, args=training_arguments(config, checkpoints, len(data.train_set), seed, **tracked),
+            train_dataset=data.train_set, eval_dataset=data.valid_set, data_collator=DataCollatorWithPadding(data.tokenizer),
+            processing_class=data.tokenizer, compute_metrics=_compute_metrics, callbacks=callbacks, compute_loss_func=data.loss)
+        trainer.remove_callback(PrinterCallback)  # ProgressCallback prints the same logs, with an ETA
+        main = trainer.is_world_process_zero()
+        where = "" if task == "train" else f"{task}: "  # which restart, when there are several
+        notify = (lambda message: add_notice(run, "train", where + message)) if main else (lambda message: None)
+        resume = last_complete_checkpoint(checkpoints, clean=main, on_skip=notify)
+        if resume and main: print(f"resuming training from {resume}", flush=True)
+        elif main: forget_curves(run, tracked_as)
+        output = trainer.train(resume_from_checkpoint=resume)
     for message in trainer.skipped_checkpoints: notify(message)  # a damaged best checkpoint was not loaded
     save_model_atomically(trainer, target)
     metrics = {
