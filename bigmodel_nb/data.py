@@ -315,10 +315,12 @@ def build_card(read: int, kept: pd.DataFrame|dict, dropped: pd.DataFrame, splits
 
 # %% ../nbs/10_data.ipynb #63839668
 def split_table(kept: pd.DataFrame, data: DataConfig, label_names: list[str], seed: int) -> dict[str, pd.DataFrame]:
-    "Encode labels as ids and split into train/valid/test (grouped when `data.group_column` is set)."
+    "Encode labels as ids and split into train/valid/test (grouped when `data.group_column` is set); provenance stays."
     ids = kept["label"].map({name: i for i, name in enumerate(label_names)}).to_numpy()
-    columns = ["text"] + ["group"] * bool(data.group_column) + ["sensitive"] * bool(data.sensitive_column)
-    encoded = kept[columns].assign(label=ids)
+    provenance = [column for column in ("source", "row") if column in kept.columns]  # where each text came from
+    columns = ["text", *provenance] + ["group"] * bool(data.group_column) + ["sensitive"] * bool(data.sensitive_column)
+    encoded = kept[columns].assign(label=ids).rename(columns={"row": "source_row"})  # `row` is a position in later tables
+    if "source" in provenance: encoded["source"] = encoded["source"].astype("category")  # a few names, repeated per row
     if data.group_column: assignment = grouped_split(kept["group"].to_numpy(), data.valid_fraction, data.test_fraction, seed)
     else: assignment = stratified_split(ids, data.valid_fraction, data.test_fraction, seed)
     splits = {name: encoded[assignment == name].reset_index(drop=True) for name in SPLITS}

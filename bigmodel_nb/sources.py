@@ -6,10 +6,10 @@
 __all__ = ['CHUNK_BYTES', 'BYTE_ORDER_MARKS', 'CANDIDATE_ENCODINGS', 'DELIMITERS', 'DELIMITER_NAMES', 'SNIFF_CHARS', 'JSON_TYPES',
            'URL_FORMATS', 'CONTENT_TYPE_FORMATS', 'FILE_READERS', 'SUFFIX_FORMATS', 'DATA_WIDE_OPTIONS', 'LoadedTable',
            'detect_encoding', 'sniff_delimiter', 'read_delimited', 'read_json_records', 'read_parquet_file',
-           'read_excel_file', 'read_text_folder', 'read_url', 'read_sql', 'read_table', 'read_source']
+           'read_excel_file', 'read_text_folder', 'read_url', 'url_headers', 'read_sql', 'read_table', 'read_source']
 
 # %% ../nbs/10a_sources.ipynb #488110a1
-import codecs, collections, csv, http.client, inspect, io, itertools, json, tempfile, time, urllib.error, urllib.parse, urllib.request
+import codecs, collections, csv, http.client, inspect, io, itertools, json, os, tempfile, time, urllib.error, urllib.parse, urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .core import UserError, require_extra
-from .config import SourceConfig, DataConfig
+from .config import SourceConfig, DataConfig, ENV_REFERENCE
 
 # %% ../nbs/10a_sources.ipynb #bc4b4824
 @dataclass
@@ -426,9 +426,10 @@ URL_FORMATS = ("csv", "tsv", "json", "jsonl")
 CONTENT_TYPE_FORMATS = {"text/csv": "csv", "application/csv": "csv", "text/tab-separated-values": "tsv", "application/json": "json",
                         "text/json": "json", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "application/x-jsonlines": "jsonl"}
 
-def _get_once(url: str, timeout: float, max_bytes: int) -> tuple[bytes, str]:
+def _get_once(url: str, timeout: float, max_bytes: int, secret_headers: dict|None = None) -> tuple[bytes, str]:
     "Body and content type of one GET of `url`; a UserError when the answer is larger than max_bytes."
     request = urllib.request.Request(url, headers={"User-Agent": "bigmodel-nb", "Accept": "text/csv, application/json;q=0.9, */*;q=0.5"})
+    for name, value in (secret_headers or {}).items(): request.add_unredirected_header(name, value)  # never sent on after a redirect
     with urllib.request.urlopen(request, timeout=timeout) as response:
         declared = response.headers.get("Content-Length", "")
         body = b"" if declared.isdigit() and int(declared) > max_bytes else response.read(max_bytes + 1)
@@ -439,11 +440,11 @@ def _get_once(url: str, timeout: float, max_bytes: int) -> tuple[bytes, str]:
         return body, response.headers.get_content_type()
 
 # %% ../nbs/10a_sources.ipynb #f05bf28a
-def _fetch(url: str, timeout: float, retries: int, backoff: float, max_bytes: int) -> tuple[bytes, str, int]:
+def _fetch(url: str, timeout: float, retries: int, backoff: float, max_bytes: int, headers: dict|None = None) -> tuple[bytes, str, int]:
     "(body, content type, attempts used) of a GET of `url`, retried on timeouts, connection errors and 5xx."
     attempts = max(1, int(retries))
     for attempt in range(1, attempts + 1):
-        try: return (*_get_once(url, timeout, max_bytes), attempt)
+        try: return (*_get_once(url, timeout, max_bytes, headers), attempt)
         except urllib.error.HTTPError as error:
             error.close()
             if error.code < 500:
@@ -475,11 +476,12 @@ def read_url(url: str,  # an http:// or https:// address answering CSV, TSV, JSO
              format: str = "auto",  # csv, tsv, json or jsonl; auto: from the Content-Type, else the URL's suffix
              on_bad_lines: str = "fail",  # CSV/TSV answers: as in read_delimited
              max_field_chars: int = 1_000_000,  # CSV/TSV answers: as in read_delimited
+             headers: dict|None = None,  # extra request headers (a token: see `url_headers`); not sent on after a redirect
             ) -> LoadedTable:
     "Records of the CSV or JSON answer to an HTTP(S) GET, numbered from 1, with retries and a size limit."
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"): raise UserError(f"{url}: only http:// and https:// addresses can be read")
     if format not in ("auto", *URL_FORMATS): raise UserError(f"{url}: unknown format {format!r}; use auto, {', '.join(URL_FORMATS)}")
-    body, content_type, attempts = _fetch(url, timeout, retries, backoff, max_bytes)
+    body, content_type, attempts = _fetch(url, timeout, retries, backoff, max_bytes, headers)
     chosen = _url_format(url, content_type, format)
     with tempfile.TemporaryDirectory() as folder:
         download = Path(folder)/f"download.{chosen}"
@@ -489,6 +491,22 @@ def read_url(url: str,  # an http:// or https:// address answering CSV, TSV, JSO
     loaded.rows = list(range(1, len(loaded.frame) + 1))  # skipped rows keep their line numbers in the answer
     loaded.details.update(format=chosen, content_type=content_type, attempts=attempts)
     return loaded
+
+# %% ../nbs/10a_sources.ipynb #4f0eb5c6
+def url_headers(templates: dict[str, str], # header -> value naming environment variables as ${NAME}
+                url: str,                  # the address, for error messages
+                environ=None,              # where to look the variables up (default: os.environ)
+               ) -> dict[str, str]:
+    "The request headers of a url source, with each ${NAME} replaced by that environment variable's value."
+    environ = os.environ if environ is None else environ
+    def value(match, header):
+        name = match.group(1)
+        if not environ.get(name):
+            raise UserError(f"{url}: header {header} needs the environment variable {name}, which is not set (or empty); "
+                            f"export {name}=... before the run")
+        if any(c in environ[name] for c in "\r\n"): raise UserError(f"{url}: the environment variable {name} holds a line break; a header value cannot")
+        return environ[name]
+    return {header: ENV_REFERENCE.sub(lambda match: value(match, header), template) for header, template in templates.items()}
 
 # %% ../nbs/10a_sources.ipynb #f501dd9f
 def _database_target(database: str|Path|None) -> tuple[str, str|None, str]:
@@ -593,7 +611,7 @@ def read_source(source: SourceConfig, # one entry of `data.sources` or `pretrain
     "Read one configured source (not the built-in dataset) into a LoadedTable."
     if source.url is not None:
         return read_url(source.url, timeout=source.timeout, retries=source.retries, max_bytes=source.max_bytes,
-                                format=source.format)
+                        format=source.format, headers=url_headers(source.headers, source.url))
     if source.sql is not None: return read_sql(source.sql, source.database)
     options = dict(encoding=source.encoding, delimiter=source.delimiter, on_bad_lines=data.on_bad_lines,
                    max_field_chars=data.max_field_chars, sheet=source.sheet)

@@ -7,9 +7,12 @@ import pytest
 
 @pytest.fixture
 def csv_server():
+    "A private CSV address: it answers only requests with the header Authorization: Bearer tok-4711."
     body = "review,stars\n网上买的书很快就到了,pos\n客服态度很差,neg\n".encode("utf-8")
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.headers.get("Authorization") != "Bearer tok-4711":
+                self.send_response(401); self.send_header("Content-Length", "0"); self.end_headers(); return
             self.send_response(200); self.send_header("Content-Type", "text/csv; charset=utf-8")
             self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
         def log_message(self, *args): pass
@@ -18,7 +21,9 @@ def csv_server():
     yield f"http://127.0.0.1:{httpd.server_address[1]}/reviews.csv"
     httpd.shutdown(); httpd.server_close()
 
-def test_all_source_kinds_become_one_table(cli, tmp_path, csv_server):
+def test_all_source_kinds_become_one_table(cli, tmp_path, csv_server, monkeypatch):
+    "Seven kinds of source, one table; the url source's token comes from the environment and is written nowhere."
+    monkeypatch.setenv("REVIEWS_TOKEN", "tok-4711")
     texts = [f"第{i}条评论，这本书{'很好看' if i % 2 else '太无聊了'}，编号{i * 7919}" for i in range(40)]
     labels = ["pos" if i % 2 else "neg" for i in range(40)]
     frame = pd.DataFrame({"review": texts, "stars": labels})
@@ -52,6 +57,7 @@ data:
     - sql: SELECT review, stars FROM reviews
       database: sqlite:///{tmp_path/'reviews.db'}
     - url: {csv_server}
+      headers: {{Authorization: "Bearer ${{REVIEWS_TOKEN}}"}}
 """, encoding="utf-8")
     out = tmp_path/"out"
     result = cli("check-data", str(config), "--out", str(out), timeout=300)
@@ -63,6 +69,14 @@ data:
     kept = pd.concat(pd.read_parquet(out/"data"/f"{split}.parquet") for split in ("train", "valid", "test"))
     assert len(kept) == card["rows_kept"] and set(kept["label"]) == {0, 1}
     assert "编号[" not in " ".join(kept["text"])  # order numbers are not mistaken for PII
+    assert set(kept["source"]) <= set(card["sources"]) and kept["source_row"].notna().all()  # provenance stays with each text
+    assert kept.groupby("source").size().sum() == len(kept) and kept["source"].nunique() >= 5
+    for path in out.rglob("*"):
+        assert not path.is_file() or b"tok-4711" not in path.read_bytes(), f"the token was written to {path}"
+    assert "tok-4711" not in result.stdout + result.stderr
+    monkeypatch.delenv("REVIEWS_TOKEN")
+    missing = cli("check-data", str(config), "--out", str(tmp_path/"again"), timeout=300)
+    assert missing.returncode == 1 and "needs the environment variable REVIEWS_TOKEN, which is not set" in missing.stderr, missing.stderr
 
 def test_sensitive_column_reaches_the_splits_and_leaves_the_split_alone(tmp_path):
     "data.sensitive_column is kept as `sensitive` in every split for the fairness audit; the split itself does not change."
@@ -77,7 +91,7 @@ def test_sensitive_column_reaches_the_splits_and_leaves_the_split_alone(tmp_path
     with_column, _, card = prepare_data(load_config(None, base + ["data.sensitive_column=gender"]).data, 42)
     without, _, plain_card = prepare_data(load_config(None, base).data, 42)
     for name, split in with_column.items():
-        assert list(split.columns) == ["text", "sensitive", "label"]
+        assert list(split.columns) == ["text", "source", "source_row", "sensitive", "label"]
         row = split["text"].str.extract(r"编号(\d+)")[0].astype(int) // 7919  # cleaning normalizes the texts: find the row by number
         assert (split["sensitive"].to_numpy() == frame["gender"].to_numpy()[row]).all(), name
         assert split[["text", "label"]].equals(without[name][["text", "label"]])
