@@ -31,6 +31,8 @@ class RunDir:
     def metrics(self) -> Path: return self.root/"metrics.json"
     @property
     def report(self) -> Path: return self.root/"report.html"
+    @property
+    def model_card(self) -> Path: return self.root/"model_card.md"  # the report's summary as Markdown
 
 # %% ../nbs/02_rundir.ipynb #bd491662
 def _folder(*parts: str) -> property:

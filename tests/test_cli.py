@@ -33,7 +33,7 @@ def test_quick_config_end_to_end(quick_run):
     assert card["rows_read"] == card["rows_kept"] + sum(card["dropped"].values())
     for split in ("train", "valid", "test"):
         frame = pd.read_parquet(run_dir/"data"/f"{split}.parquet")
-        assert list(frame.columns) == ["text", "label"] and len(frame) == card["split_sizes"][split]
+        assert list(frame.columns) == ["text", "source", "source_row", "label"] and len(frame) == card["split_sizes"][split]
     report = (run_dir/"report.html").read_text()
     assert "data:image/png;base64," in report and "https://" not in report and "Masked-LM pretraining" in report
     assert f"{metrics['test']['accuracy']:.4g}" in report
@@ -42,7 +42,15 @@ def test_quick_config_end_to_end(quick_run):
     verdicts = {check: metrics["audit"][check]["verdict"] for check in ("fairness", "robustness", "privacy")}
     assert set(verdicts.values()) <= {"pass", "warn", "fail", "skipped"}, verdicts
     assert "Explanations (SHAP)" in report and '<a id="audit"></a>Audit' in report
-    assert report.index('class="verdicts"') < report.index("<h2>Data")
+    assert report.index('id="model-card"') < report.index('<span class="verdict') < report.index("<h2>Data")
+    # the model card opens the report; model_card.md holds the same facts
+    test, model_card = metrics["test"], (run_dir/"model_card.md").read_text(encoding="utf-8")
+    accuracy = f"{test['accuracy']:.4g} [{test['accuracy_ci'][0]:.3g}, {test['accuracy_ci'][1]:.3g}]"
+    assert accuracy in report[:report.index("<h2>Data")]
+    escaped = accuracy.replace("[", "\\[").replace("]", "\\]")
+    for fact in (f"**test accuracy**: {escaped} on", f"**served variant**: {compress['selected']}", f"**fairness**: **{verdicts['fairness']}**",
+                 "[notebooks/75_audit.html](notebooks/75_audit.html)"):
+        assert fact in model_card, fact
     assert "@font-face{font-family:'bigmodel-cjk'" in report  # the Chinese texts render without a CJK font
     # papermill injected the real parameters: the executed notebook ran on this run folder, not on a demo
     executed = (run_dir/"notebooks"/"10_data.ipynb").read_text()

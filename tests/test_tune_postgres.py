@@ -200,6 +200,7 @@ def test_the_storage_password_is_never_shown(two_workers):
     places = {"prepare stdout": run.prepared.stdout, "prepare stderr": run.prepared.stderr, "run --resume output": run.main_out,
               "tune-worker output": run.worker_out, "metrics.json": (run.run_dir/"metrics.json").read_text(encoding="utf-8"),
               "report.html": (run.run_dir/"report.html").read_text(encoding="utf-8"),
+              "model_card.md": (run.run_dir/"model_card.md").read_text(encoding="utf-8"),
               **{f"notebooks/{page.name}": page.read_text(encoding="utf-8") for page in sorted((run.run_dir/"notebooks").glob("*.*"))}}
     leaks = []
     for place, text in places.items():
