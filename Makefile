@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run full fetch-backbones test test-nbs test-py lab clean-runs readme
+.PHONY: setup run full fetch-backbones test test-nbs test-py lab clean-runs readme docs
 
 setup: $(STAMP)
 
@@ -42,8 +42,9 @@ test-py: setup
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing under tests/ ran"; echo "0 passed, 0 failed"; exit 0; fi; \
 	exit $$rc
 
+# LAB_ARGS: more JupyterLab options, e.g. LAB_ARGS="--no-browser --port 8889"
 lab: setup
-	$(BIN)/jupyter lab nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(BIN)/jupyter lab nbs $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 clean-runs:
 	rm -rf runs
@@ -51,3 +52,12 @@ clean-runs:
 # README.md is generated from nbs/index.ipynb (nbdev's own README step needs Quarto, which is not installable offline)
 readme: setup
 	$(BIN)/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README
+
+# The docs site in _docs/: nbdev's own nbdev-docs where Quarto is installed; elsewhere nbdev processes the notebooks (a
+# show_doc cell per exported symbol: signature, docments, docstring), runs every cell as nbdev-test does (nbs/ keeps no
+# outputs) and mkdocs-material + mkdocs-jupyter render them (docs/build.py). EXECUTE=0: API docs only, no cell outputs, faster.
+docs: setup
+	@start=$$(date +%s); \
+	if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev-docs; \
+	else $(BIN)/python docs/build.py $(if $(filter 0,$(EXECUTE)),,--execute); fi; \
+	rc=$$?; echo "make docs took $$(( $$(date +%s) - start )) s (site: _docs/index.html)"; exit $$rc
