@@ -336,6 +336,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'bigmodel_nb.core.die_with_parent': ('core.html#die_with_parent', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.get_metric': ('core.html#get_metric', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.hide_passwords': ('core.html#hide_passwords', 'bigmodel_nb/core.py'),
+                                  'bigmodel_nb.core.import_transformers_quietly': ( 'core.html#import_transformers_quietly',
+                                                                                    'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.missing_modules': ('core.html#missing_modules', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.package_file': ('core.html#package_file', 'bigmodel_nb/core.py'),
                                   'bigmodel_nb.core.profile_names': ('core.html#profile_names', 'bigmodel_nb/core.py'),

@@ -22,7 +22,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from transformers.utils import logging as transformers_logging
 
-from .core import UserError, read_json, quiet_libraries, get_metric, require_extra
+from .core import UserError, read_json, quiet_libraries, get_metric, require_extra, import_transformers_quietly
+import_transformers_quietly()  # before any model loads: torchao's import-time notices stay out of stage notebooks and servers
 from .rundir import RunDir, FP32, read_metrics
 from .modeling import load_tokenizer
 

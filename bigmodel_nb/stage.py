@@ -11,7 +11,8 @@ import hashlib, importlib, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import UserError, read_json, write_json, get_metric, quiet_libraries, require_extra
+from .core import (UserError, read_json, write_json, get_metric, quiet_libraries, require_extra, import_transformers_quietly,
+                              QUIET_ON_IMPORT)
 from .rundir import RunDir, update_metrics
 
 # %% ../nbs/03_stage.ipynb #56d68742
@@ -107,8 +108,8 @@ def get_stage(name: str) -> Stage:
     "The registered stage called `name`."
     if name not in REGISTRY: raise UserError(f"no stage {name!r}; the stages are: {', '.join(REGISTRY)}")
     module, _, cls = REGISTRY[name].target.partition(":")
-    # importing transformers' Trainer imports torchao, which logs warnings about optional kernels a user cannot act on
-    with quiet_libraries("torchao", "torch.utils._pytree"): return getattr(importlib.import_module(module), cls)()
+    import_transformers_quietly()  # torchao's and pytree's import-time notices, which a user cannot act on, stay out of the notebook
+    with quiet_libraries(*QUIET_ON_IMPORT): return getattr(importlib.import_module(module), cls)()
 
 def all_stages() -> list[Stage]:
     "Every registered stage, in run order."

@@ -63,3 +63,7 @@ def test_a_fresh_venv_with_the_wheel_runs_the_quick_profile(wheel, tmp_path):
     metrics = json.loads((run/"metrics.json").read_text())
     assert 0.5 < metrics["test"]["accuracy"] <= 1, metrics.get("test")
     assert "Failed to load" not in done.stderr, "import noise (torchao's optional kernels) reached the console"
+    for notebook in (run/"notebooks").glob("*.ipynb"):  # nor the executed notebooks
+        errors = [line for cell in json.loads(notebook.read_text())["cells"] for output in cell.get("outputs", [])
+                  if output.get("name") == "stderr" for line in output.get("text", []) if "Failed to load" in line or "_pytree" in line]
+        assert not errors, f"{notebook.name}: {errors[:2]}"
