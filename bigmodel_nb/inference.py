@@ -6,7 +6,7 @@
 __all__ = ['ONNX_FILE', 'INT8_BACKENDS', 'INT8_FILE', 'VARIANT_FILE', 'torch_device', 'quiet_progress_bars', 'TorchRunner',
            'OnnxRunner', 'log_softmax', 'softmax', 'as_runner', 'predict_logits', 'predict_proba', 'score_predictions',
            'quantize_linear_int8', 'int8_tensors', 'fill_int8_model', 'load_int8_model', 'LoadedVariant',
-           'load_variant', 'VariantChoice', 'available_variants', 'choose_variant']
+           'load_variant']
 
 # %% ../nbs/08_inference.ipynb #9b9e3483
 import copy
@@ -24,7 +24,7 @@ from transformers.utils import logging as transformers_logging
 
 from .core import UserError, read_json, quiet_libraries, get_metric, require_extra, import_transformers_quietly
 import_transformers_quietly()  # before any model loads: torchao's import-time notices stay out of stage notebooks and servers
-from .rundir import RunDir, FP32, read_metrics
+from .rundir import RunDir, FP32, read_metrics, VariantChoice, available_variants, choose_variant  # the choice needs no torch
 from .modeling import load_tokenizer
 
 # %% ../nbs/08_inference.ipynb #bbd96ec9
@@ -205,44 +205,3 @@ def load_variant(folder: str|Path, threads: int = 1) -> LoadedVariant:
         else: runner = TorchRunner(AutoModelForSequenceClassification.from_pretrained(folder))
     config = AutoConfig.from_pretrained(folder)
     return LoadedVariant(runner, load_tokenizer(folder), [config.id2label[i] for i in range(config.num_labels)])
-
-# %% ../nbs/08_inference.ipynb #a1f032ff
-@dataclass
-class VariantChoice:
-    "The variant to serve: its name, folder, where the choice came from (short) and why (full)."
-    name: str
-    folder: Path
-    source: str
-    reason: str
-
-def available_variants(run_dir: str|Path) -> list[str]:
-    "Names of the variants `run_dir` holds: fp32 (`model/`) and every saved folder of `compressed/`."
-    run = RunDir(run_dir)
-    names = [FP32] if (run.model/"config.json").exists() else []
-    if run.compressed.is_dir():
-        names += sorted(path.name for path in run.compressed.iterdir() if (path/"config.json").exists())
-    return names
-
-# %% ../nbs/08_inference.ipynb #712ac56f
-def choose_variant(run_dir: str|Path, variant: str|None = None) -> VariantChoice:
-    "The variant named by `variant`, else the one the compress stage selected, else fp32 from `model/`."
-    run = RunDir(run_dir)
-    available, selected = available_variants(run), read_json(run.selected)
-    if not available:
-        raise UserError(f"{run.root} holds no model to serve (no model/config.json, nothing in compressed/): "
-                        "give the folder of a finished run")
-    if variant is not None:
-        if variant not in available:
-            raise UserError(f"variant {variant!r} is not in {run.root}; it holds: {', '.join(available)}")
-        selected_name = selected["name"] if selected else "none (no compressed/selected.json)"
-        return VariantChoice(variant, run.variant(variant), "named explicitly",
-                             f"{variant}: named explicitly; the compress stage selected {selected_name}")
-    if selected is not None:
-        why = get_metric(read_metrics(run), "compress.reason") or "no reason recorded in metrics.json"
-        return VariantChoice(selected["name"], run.resolve(selected["path"]), "selected by the compress stage",
-                             f"selected by the compress stage (compressed/selected.json): {why}")
-    if FP32 not in available: raise UserError(f"{run.root} has no model/ and no compressed/selected.json: "
-                                              f"name a variant ({', '.join(available)})")
-    return VariantChoice(FP32, run.model, "no compression in this run",
-                         "fp32: the run has no compressed/selected.json (its compress stage did not run), "
-                         "so the trained model in model/ is served")

@@ -4,14 +4,15 @@
 
 # %% auto #0
 __all__ = ['SPLITS', 'FP32', 'RunDir', 'update_metrics', 'read_metrics', 'add_notice', 'read_notices', 'report_progress',
-           'read_progress', 'load_splits', 'load_card']
+           'read_progress', 'load_splits', 'load_card', 'VariantChoice', 'available_variants', 'choose_variant']
 
 # %% ../nbs/02_rundir.ipynb #fce84a1c
 import json, time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .core import UserError, write_json, read_json
+from .core import UserError, write_json, read_json, get_metric
 
 # %% ../nbs/02_rundir.ipynb #c0a7c5a1
 SPLITS = ("train", "valid", "test")
@@ -151,3 +152,44 @@ def load_card(run_dir: str|Path) -> dict:
     card = read_json(run.card)
     if card is None: raise UserError(f"{run.root} has no {run.relative(run.card)}: run the data stage first")
     return card
+
+# %% ../nbs/02_rundir.ipynb #a1f032ff
+@dataclass
+class VariantChoice:
+    "The variant to serve: its name, folder, where the choice came from (short) and why (full)."
+    name: str
+    folder: Path
+    source: str
+    reason: str
+
+def available_variants(run_dir: str|Path) -> list[str]:
+    "Names of the variants `run_dir` holds: fp32 (`model/`) and every saved folder of `compressed/`."
+    run = RunDir(run_dir)
+    names = [FP32] if (run.model/"config.json").exists() else []
+    if run.compressed.is_dir():
+        names += sorted(path.name for path in run.compressed.iterdir() if (path/"config.json").exists())
+    return names
+
+# %% ../nbs/02_rundir.ipynb #712ac56f
+def choose_variant(run_dir: str|Path, variant: str|None = None) -> VariantChoice:
+    "The variant named by `variant`, else the one the compress stage selected, else fp32 from `model/`."
+    run = RunDir(run_dir)
+    available, selected = available_variants(run), read_json(run.selected)
+    if not available:
+        raise UserError(f"{run.root} holds no model to serve (no model/config.json, nothing in compressed/): "
+                        "give the folder of a finished run")
+    if variant is not None:
+        if variant not in available:
+            raise UserError(f"variant {variant!r} is not in {run.root}; it holds: {', '.join(available)}")
+        selected_name = selected["name"] if selected else "none (no compressed/selected.json)"
+        return VariantChoice(variant, run.variant(variant), "named explicitly",
+                             f"{variant}: named explicitly; the compress stage selected {selected_name}")
+    if selected is not None:
+        why = get_metric(read_metrics(run), "compress.reason") or "no reason recorded in metrics.json"
+        return VariantChoice(selected["name"], run.resolve(selected["path"]), "selected by the compress stage",
+                             f"selected by the compress stage (compressed/selected.json): {why}")
+    if FP32 not in available: raise UserError(f"{run.root} has no model/ and no compressed/selected.json: "
+                                              f"name a variant ({', '.join(available)})")
+    return VariantChoice(FP32, run.model, "no compression in this run",
+                         "fp32: the run has no compressed/selected.json (its compress stage did not run), "
+                         "so the trained model in model/ is served")

@@ -123,8 +123,7 @@ def wall_seconds(run_dir: str|Path, metrics: dict) -> float|None:
 # %% ../nbs/98_runs.ipynb #15259432
 def served_variant(run_dir: str|Path) -> str|None:
     "The variant `bigmodel-nb serve` loads from the run (`inference.choose_variant`), None when it has no model to serve."
-    with quiet_libraries("torchao", "torch.utils._pytree"):  # inference imports torch and transformers: their notices are noise here
-        from bigmodel_nb.inference import available_variants, choose_variant
+    from bigmodel_nb.rundir import available_variants, choose_variant  # files only: listing runs imports no torch
     if not available_variants(run_dir): return None
     try: return choose_variant(run_dir).name
     except (UserError, ValueError, KeyError, TypeError, OSError): return None  # a damaged compressed/selected.json
