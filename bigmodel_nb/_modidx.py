@@ -391,7 +391,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'bigmodel_nb.data.run_data': ('data.html#run_data', 'bigmodel_nb/data.py'),
                                   'bigmodel_nb.data.split_table': ('data.html#split_table', 'bigmodel_nb/data.py'),
                                   'bigmodel_nb.data.stratified_sample': ('data.html#stratified_sample', 'bigmodel_nb/data.py'),
-                                  'bigmodel_nb.data.stratified_split': ('data.html#stratified_split', 'bigmodel_nb/data.py')},
+                                  'bigmodel_nb.data.stratified_split': ('data.html#stratified_split', 'bigmodel_nb/data.py'),
+                                  'bigmodel_nb.data.text_preparer': ('data.html#text_preparer', 'bigmodel_nb/data.py')},
             'bigmodel_nb.evaluate': { 'bigmodel_nb.evaluate.EvaluateStage': ('evaluate.html#evaluatestage', 'bigmodel_nb/evaluate.py'),
                                       'bigmodel_nb.evaluate.EvaluateStage.report_section': ( 'evaluate.html#evaluatestage.report_section',
                                                                                              'bigmodel_nb/evaluate.py'),
@@ -1316,4 +1317,5 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'bigmodel_nb/widgets.py'),
                                      'bigmodel_nb.widgets.prediction_html': ('widgets.html#prediction_html', 'bigmodel_nb/widgets.py'),
                                      'bigmodel_nb.widgets.probability_bars': ('widgets.html#probability_bars', 'bigmodel_nb/widgets.py'),
+                                     'bigmodel_nb.widgets.run_text_preparer': ('widgets.html#run_text_preparer', 'bigmodel_nb/widgets.py'),
                                      'bigmodel_nb.widgets.shown_label': ('widgets.html#shown_label', 'bigmodel_nb/widgets.py')}}}

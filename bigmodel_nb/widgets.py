@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SORT_KEYS', 'TABLE_STYLE', 'decide', 'probability_bars', 'prediction_html', 'shown_label', 'playground_settings',
-           'explanation_html', 'error_html', 'Playground', 'html_frame', 'RunBrowser']
+           'explanation_html', 'run_text_preparer', 'error_html', 'Playground', 'html_frame', 'RunBrowser']
 
 # %% ../nbs/99_widgets.ipynb #416a44aa
 import re
@@ -73,6 +73,12 @@ def explanation_html(explanation, label: str) -> str:
             f"evaluations, {explanation.seconds:.2f} s; the first {len(explanation.text)} characters)</small>"
             + highlight_html(explanation, label) + f"<small>toward {escape(label)}: {escape(toward)}</small>")
 
+def run_text_preparer(run: RunDir):
+    "The run's preparation of new texts (`data.text_preparer` with its config; the defaults where it has no config.yaml)."
+    from bigmodel_nb.config import load_config
+    from bigmodel_nb.data import text_preparer
+    return text_preparer(load_config(run.config if run.config.exists() else None).data)
+
 def error_html(error: Exception) -> str: return f'<span style="color:#b00020">{escape(error)}</span>'  # a message in place of an answer
 
 # %% ../nbs/99_widgets.ipynb #56cd18fc
@@ -86,6 +92,7 @@ class Playground:
         with quiet_libraries("torchao", "torch.utils._pytree"):  # torch's and torchao's import-time notices are noise here
             from bigmodel_nb.inference import available_variants, choose_variant
         self.run, self.threads, self.variants = RunDir(run_dir), threads, {}
+        self.prepare = run_text_preparer(self.run)
         self.max_length, self.max_evals, self.max_chars = playground_settings(self.run)
         self.probabilities = self.explained = None
         start = choose_variant(self.run, variant).name
@@ -126,7 +133,7 @@ def _use(self: Playground, name: str):
 def _predict(self: Playground):
     "Class probabilities of the current text (none for a blank one); an explanation of what was there before is dropped."
     text = self.text.value
-    self.probabilities = self.loaded.predict_proba([text], self.max_length)[0] if text.strip() else None
+    self.probabilities = self.loaded.predict_proba(self.prepare([text]), self.max_length)[0] if text.strip() else None
     self.explained = None
     self.render()
 
@@ -135,7 +142,7 @@ def _explain(self: Playground):
     with quiet_libraries(): from bigmodel_nb.explain import explain_variant  # shap's deprecation warnings at import
     if not self.text.value.strip(): return
     self.explanation.value = "<i>explaining…</i>"
-    [self.explained] = explain_variant(self.loaded, [self.text.value], self.max_length, max_evals=self.max_evals, max_chars=self.max_chars)
+    [self.explained] = explain_variant(self.loaded, self.prepare([self.text.value]), self.max_length, max_evals=self.max_evals, max_chars=self.max_chars)
     self.render()
 
 def _render(self: Playground):

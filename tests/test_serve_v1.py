@@ -78,6 +78,22 @@ def test_concurrent_clients_are_batched_and_answered_as_offline(make_app, tiny_r
     assert values[("bigmodel_batch_requests_count", ())] < 9  # so some model calls held several requests
     assert values[("bigmodel_requests_total", (("route", "/v1/predict"), ("status", "200")))] == 9
 
+def test_served_texts_are_prepared_as_the_training_texts_were(make_app, tiny_run):
+    "A pasted text with full-width punctuation, markup and a phone number is normalised and redacted before the model sees it."
+    from bigmodel_nb.compress import torch_threads
+    from bigmodel_nb.config import load_config
+    from bigmodel_nb.inference import load_variant
+    app, config = make_app(), load_config(tiny_run/"config.yaml")
+    raw, prepared = "房间很大，很干净！ <b>电话13812345678</b>", "房间很大,很干净! 电话[PHONE]"
+    with _client(app) as client: answer = client.post("/v1/predict", json={"texts": [raw]})
+    assert answer.status_code == 200
+    labels = app.state.served.predictor.label_names
+    with torch_threads(1):
+        offline = load_variant(app.state.served.choice.folder).predict_proba([prepared, raw], config.model.max_length, config.runtime.batch_size)
+    served = [answer.json()["predictions"][0]["probabilities"][name] for name in labels]
+    np.testing.assert_allclose(served, offline[0], atol=1e-6)  # the prepared text's probabilities, not the raw one's
+    assert not np.allclose(offline[0], offline[1], atol=1e-6), "the test text must read differently raw and prepared"
+
 def test_full_queue_answers_503_with_retry_after(make_app):
     app = make_app(max_batch_size=1, max_wait_ms=0, queue_size=1)
     slowed(app, 0.5)
