@@ -38,7 +38,7 @@ test-nbs: setup
 
 # pytest exits 5 when it collects nothing: say so loudly instead of passing or failing silently
 test-py: setup
-	@set +e; $(BIN)/python -m pytest tests; rc=$$?; \
+	@set +e; $(BIN)/python -m pytest tests --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): nothing under tests/ ran"; echo "0 passed, 0 failed"; exit 0; fi; \
 	exit $$rc
 

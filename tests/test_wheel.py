@@ -34,6 +34,8 @@ def test_the_wheel_ships_profiles_workflows_and_reports(wheel):
     for needed in ("bigmodel_nb/profiles/quick.yaml", "bigmodel_nb/profiles/default.yaml", "bigmodel_nb/profiles/full.yaml",
                    "bigmodel_nb/workflows/40_train.ipynb", "bigmodel_nb/reports/monitor.ipynb", "bigmodel_nb/cli.py"):
         assert needed in names, needed
+    from bigmodel_nb.stage import REGISTRY, workflow_notebook
+    for stage in REGISTRY: assert f"bigmodel_nb/workflows/{workflow_notebook(stage).name}" in names, stage  # every stage's
     assert not [name for name in names if name.startswith(("nbs/", "tests/", "bench/", "configs/"))]
 
 def test_a_fresh_venv_with_the_wheel_runs_the_quick_profile(wheel, tmp_path):
