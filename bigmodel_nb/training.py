@@ -374,8 +374,7 @@ def ddp_backend(config: RunConfig) -> str|None:
 # %% ../nbs/07_training.ipynb #0ae1903f
 def chosen_trackers(config: RunConfig) -> list[str]:
     "The trackers `train.report_to` names ([] for none); a UserError with the `pip install` line when one is not installed."
-    chosen = config.train.report_to
-    chosen = [] if chosen == "none" else list(dict.fromkeys([chosen] if isinstance(chosen, str) else chosen))
+    chosen = config.train.trackers
     for tracker in chosen: require_extra("tracking", tracker, what=f"train.report_to: {tracker}")  # module = tracker's name
     return chosen
 

@@ -70,7 +70,7 @@ data:
     assert len(kept) == card["rows_kept"] and set(kept["label"]) == {0, 1}
     assert "编号[" not in " ".join(kept["text"])  # order numbers are not mistaken for PII
     assert set(kept["source"]) <= set(card["sources"]) and kept["source_row"].notna().all()  # provenance stays with each text
-    assert kept.groupby("source").size().sum() == len(kept) and kept["source"].nunique() >= 5
+    assert kept["source"].notna().all() and kept["source"].nunique() >= 5
     for path in out.rglob("*"):
         assert not path.is_file() or b"tok-4711" not in path.read_bytes(), f"the token was written to {path}"
     assert "tok-4711" not in result.stdout + result.stderr
