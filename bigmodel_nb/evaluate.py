@@ -7,7 +7,8 @@ __all__ = ['plot_confusion_matrix', 'scores_from_confusion', 'bootstrap_interval
            'plot_roc_pr', 'reliability_table', 'expected_calibration_error', 'negative_log_likelihood',
            'fit_temperature', 'calibration_summary', 'plot_reliability', 'prediction_table', 'top_losses',
            'length_bucket_names', 'length_buckets', 'slice_scores', 'score_slices', 'plot_slices', 'tfidf_predictions',
-           'tfidf_baseline', 'paired_accuracy_gain', 'add_curve_scores', 'run_evaluate', 'EvaluateStage']
+           'tfidf_baseline', 'paired_accuracy_gain', 'add_curve_scores', 'continual_scores', 'run_evaluate',
+           'EvaluateStage']
 
 # %% ../nbs/50_evaluate.ipynb #c69cb629
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from .config import RunConfig
 from .rundir import RunDir, load_splits, load_card
 from .stage import Stage
 from .inference import log_softmax, softmax, predict_logits, predict_proba, score_predictions, torch_device
-from .modeling import load_tokenizer
+from .modeling import load_tokenizer, previous_run
 
 # %% ../nbs/50_evaluate.ipynb #27f9c221
 def plot_confusion_matrix(matrix, label_names: list[str], title: str = "test confusion matrix"):
@@ -289,9 +290,50 @@ def _save_figures(run: RunDir, scores: dict, curves: dict, logits, labels, label
         save_figure(figure, run.figure(name))
         plt.close(figure)
 
+# %% ../nbs/50_evaluate.ipynb #6a233594
+def _before_after(labels, before, after, classes: list[int], samples: int, seed: int) -> dict:
+    score = lambda predicted: {"accuracy": float(np.mean(np.asarray(predicted) == labels)) if len(labels) else None,
+                               "macro_f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0))
+                                           if len(labels) else None}
+    gain = paired_accuracy_gain(labels, after, before, samples, seed)
+    return {"n": int(len(labels)), "before": score(before), "after": score(after), "change": gain["accuracy_gain"],
+            **({"change_ci": gain["accuracy_gain_ci"]} if "accuracy_gain_ci" in gain else {})}
+
+def continual_scores(config: RunConfig,        # this run's config
+                     earlier: str|Path,        # the earlier run's folder (`previous_run(config.model.backbone)`)
+                     model, tokenizer,         # this run's trained model and its tokenizer
+                     splits: dict,             # this run's splits
+                     label_names: list[str],   # this run's labels in id order
+                     test_predicted,           # this run's predicted label ids on its test split
+                    ) -> dict:
+    "The `continual` section: the earlier model and this run's on the earlier run's test split and on this run's."
+    import yaml
+    earlier = RunDir(earlier)
+    old_names = load_card(earlier)["label_names"]
+    settings, ids = config.evaluate, {name: i for i, name in enumerate(label_names)}
+    saved = yaml.safe_load(earlier.config.read_text()) if earlier.config.exists() else None
+    old_length = ((saved or {}).get("model") or {}).get("max_length", config.model.max_length)
+    before_model = AutoModelForSequenceClassification.from_pretrained(earlier.model).to(torch_device(config.runtime.device))
+    before_tokenizer = load_tokenizer(earlier.model)
+    def predicted(model, tokenizer, texts, length):  # label ids in this run's order (-1: a label this run lacks)
+        ids_out = predict_logits(model, tokenizer, texts, length, config.runtime.batch_size).argmax(-1)
+        return np.array([ids.get(model.config.id2label[int(i)], -1) for i in ids_out])
+    old_test = pd.read_parquet(earlier.split("test")).reset_index(drop=True)
+    old_test = old_test.assign(label=old_test["label"].map(lambda i: ids.get(old_names[i], -1)))
+    old_test = old_test[old_test["label"] >= 0].reset_index(drop=True)
+    old_classes, samples = sorted({ids[name] for name in old_names if name in ids}), settings.bootstrap_samples
+    earlier_test = _before_after(old_test["label"].to_numpy(), predicted(before_model, before_tokenizer, old_test["text"], old_length),
+                                 predicted(model, tokenizer, old_test["text"], config.model.max_length), old_classes, samples, config.seed)
+    earlier_test["in_this_train"] = int(old_test["text"].isin(set(splits["train"]["text"])).sum())
+    test = splits["test"].reset_index(drop=True)
+    this_test = _before_after(test["label"].to_numpy(), predicted(before_model, before_tokenizer, test["text"], old_length),
+                              np.asarray(test_predicted), list(range(len(label_names))), samples, config.seed)
+    return {"earlier_run": str(earlier.root), "earlier_test": earlier_test, "this_test": this_test,
+            "labels_added": [name for name in label_names if name not in old_names]}
+
 # %% ../nbs/50_evaluate.ipynb #b130758b
 def run_evaluate(config: RunConfig, run_dir: str|Path) -> dict:
-    "The evaluation stage's work: score the trained model on the test split; returns the `test` (and `baseline`) sections."
+    "The evaluation stage's work: score the trained model on the test split; returns the `test` (`baseline`, `continual`) sections."
     run, settings = RunDir(run_dir), config.evaluate
     splits, label_names = load_splits(run), load_card(run)["label_names"]
     model = AutoModelForSequenceClassification.from_pretrained(run.model).to(torch_device(config.runtime.device))
@@ -316,15 +358,17 @@ def run_evaluate(config: RunConfig, run_dir: str|Path) -> dict:
         baseline = tfidf_baseline(splits["train"], test, label_names, predictions["baseline_predicted"])
         baseline.update(paired_accuracy_gain(labels, predictions["predicted"], predictions["baseline_predicted"],
                                              settings.bootstrap_samples, config.seed))
+    earlier = previous_run(config.model.backbone)
+    continual = continual_scores(config, earlier, model, tokenizer, splits, label_names, predictions["predicted"]) if earlier else None
     predictions.to_parquet(run.test_predictions, index=False)
     top_losses(predictions, label_names, settings.top_losses).to_parquet(run.top_losses, index=False)
     _save_figures(run, scores, curves, logits, labels, label_names)
-    return {"test": scores, **({"baseline": baseline} if baseline else {})}
+    return {"test": scores, **({"baseline": baseline} if baseline else {}), **({"continual": continual} if continual else {})}
 
 # %% ../nbs/50_evaluate.ipynb #3b1fd2c4
 class EvaluateStage(Stage):
     "Score the trained model on the held-out test split, against a TF-IDF baseline on the same split."
-    name, section, sections = "evaluate", "evaluate", ("test", "baseline")
+    name, section, sections = "evaluate", "evaluate", ("test", "baseline", "continual")
     needs, makes = ("data", "model"), ("test_predictions", "top_losses")
     figures = ("confusion_matrix", "roc_pr", "reliability", "slices")
     def work(self, config, run): return run_evaluate(config, run)

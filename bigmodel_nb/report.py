@@ -197,6 +197,30 @@ def _top_losses_block(run: RunDir) -> str:
     return (f"<h3>The {len(rows)} test texts with the highest loss</h3><p>Confident mistakes, or texts whose label is wrong.</p>"
             + html_table(rows, ["text", "true label", "predicted", "confidence", "loss"]))
 
+# %% ../nbs/80_report.ipynb #0678f133
+def _continual_block(continual: dict|None) -> str:
+    if not continual: return ""
+    def points(part: dict) -> str:
+        if part.get("change") is None: return "—"
+        low, high = part.get("change_ci") or (None, None)
+        return f"{100 * part['change']:+.2f}" + (f" ({100 * low:+.2f} … {100 * high:+.2f})" if low is not None else "")
+    earlier, this = continual["earlier_test"], continual["this_test"]
+    rows = [(f"the earlier run's ({fmt(part['n'])} texts)" if name == "earlier" else f"this run's ({fmt(part['n'])} texts)",
+             fmt(part["before"]["accuracy"]), fmt(part["after"]["accuracy"]), points(part),
+             fmt(part["before"]["macro_f1"]), fmt(part["after"]["macro_f1"])) for name, part in (("earlier", earlier), ("this", this))]
+    notes = []
+    if earlier.get("in_this_train"):
+        notes.append(f"{fmt(earlier['in_this_train'])} of the earlier test texts are in this run's train split: their "
+                     "after-score is optimistic.")
+    if continual.get("labels_added"): notes.append(f"Labels the earlier model did not know: {', '.join(continual['labels_added'])}.")
+    drop = earlier.get("change")
+    verdict = ("" if drop is None else f"On the earlier test split the continued model lost {-100 * drop:.2f} points of accuracy "
+               "(forgetting)." if drop < 0 else f"On the earlier test split the continued model gained {100 * drop:.2f} points (no forgetting measured).")
+    return (f"<h3>Continual learning</h3><p>This run continued the model of <code>{escape(continual['earlier_run'])}</code> on new "
+            f"data. Before: that model; after: this run's. {escape(verdict)} {escape(' '.join(notes))}</p>"
+            + html_table(rows, ["test split", "accuracy before", "accuracy after", "change, points (paired 95% interval)",
+                                "macro-F1 before", "macro-F1 after"]))
+
 # %% ../nbs/80_report.ipynb #75f068ae
 def evaluation_section(run: RunDir, metrics: dict) -> str:
     "The evaluation stage's section: scores with intervals against the baseline, figures, calibration, slices, top losses."
@@ -206,7 +230,7 @@ def evaluation_section(run: RunDir, metrics: dict) -> str:
             + image_tag(run.figure("confusion_matrix"), "confusion matrix")
             + image_tag(run.figure("roc_pr"), "ROC and precision-recall curves")
             + _calibration_block(run, test.get("calibration")) + _slices_block(run, test.get("slices"))
-            + _top_losses_block(run))
+            + _top_losses_block(run) + _continual_block(metrics.get("continual")))
 
 # %% ../nbs/80_report.ipynb #35bee35a
 def compression_section(run: RunDir, metrics: dict) -> str:

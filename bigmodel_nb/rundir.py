@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['SPLITS', 'FP32', 'RunDir', 'update_metrics', 'read_metrics', 'add_notice', 'read_notices', 'report_progress',
-           'read_progress', 'load_splits', 'load_card', 'VariantChoice', 'available_variants', 'choose_variant']
+           'read_progress', 'load_splits', 'load_card', 'weights_licence', 'VariantChoice', 'available_variants',
+           'choose_variant']
 
 # %% ../nbs/02_rundir.ipynb #fce84a1c
 import json, time
@@ -152,6 +153,14 @@ def load_card(run_dir: str|Path) -> dict:
     card = read_json(run.card)
     if card is None: raise UserError(f"{run.root} has no {run.relative(run.card)}: run the data stage first")
     return card
+
+def weights_licence(run_dir: str|Path) -> str|None:
+    "Where the trained model's weights came from and their licence, as its model card (`model/README.md`) states; None before training."
+    path = RunDir(run_dir).model/"README.md"
+    if not path.exists(): return None
+    text = path.read_text(encoding="utf-8")
+    heading = "## Licence of the weights"
+    return text.split(heading, 1)[1].strip().split("\n\n")[0].strip() if heading in text else None
 
 # %% ../nbs/02_rundir.ipynb #a1f032ff
 @dataclass
