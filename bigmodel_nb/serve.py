@@ -359,21 +359,26 @@ def parse_texts(raw: bytes, PredictRequest: type[BaseModel], max_texts: int, max
 
 # %% ../nbs/95_serve.ipynb #5bc40aaf
 class RequestLog:
-    "Append-only JSON-lines log of requests; thread-safe, each line flushed."
+    """Append-only JSON-lines log of requests; thread-safe, and safe for several processes (`--workers`): each line goes
+    to the file in one `write` on a file opened for appending, so lines of different processes never interleave."""
     def __init__(self, path: str|Path):
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as error: raise UserError(f"cannot write the request log {self.path}: {error.strerror}") from None
         self._lock = threading.Lock()
     def write(self, **record) -> None:
         "Append `record` with the current UTC time as one line."
         line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record}, ensure_ascii=False)
+        data = (line + "\n").encode("utf-8")
         with self._lock:
-            self._file.write(line + "\n"); self._file.flush()
+            if self._fd is None: return  # closed: the server is shutting down
+            written = os.write(self._fd, data)
+            while written < len(data): written += os.write(self._fd, data[written:])  # a short write (disk full soon)
     def close(self) -> None:
-        with self._lock: self._file.close()
+        with self._lock:
+            if self._fd is not None: os.close(self._fd); self._fd = None
 
 # %% ../nbs/95_serve.ipynb #4ae77c13
 DEFAULT_THREADS = 1  # intra-op threads; see bench/RESULTS.md
