@@ -11,8 +11,9 @@ __all__ = ['LATENCY_LENGTH', 'LATENCY_BATCH_SIZES', 'DISTILL_TEMPERATURE', 'DIST
            'distillation_loss_of', 'encoder_layers', 'ffn_importance', 'narrow_ffn_student', 'importance_batches',
            'LogitsOnly', 'onnx_input_names', 'export_onnx', 'strip_node_metadata', 'quantize_onnx',
            'accuracy_drop_points', 'select_variant', 'compression_table', 'plot_compression', 'build_pytorch_int8',
-           'build_pruned', 'build_onnx', 'build_onnx_int8', 'build_onnx_int8_of', 'student_base', 'build_narrow',
-           'build_distilled', 'score_variant', 'build_variants', 'measure_variants', 'run_compress', 'CompressStage']
+           'build_pruned', 'build_onnx', 'build_onnx_int8', 'build_onnx_int8_of', 'student_base', 'soup_ready',
+           'weight_average', 'build_weight_average', 'build_narrow', 'build_distilled', 'score_variant',
+           'build_variants', 'measure_variants', 'run_compress', 'CompressStage']
 
 # %% ../nbs/60_compress.ipynb #6dd0f575
 import copy, inspect, logging, math, re, shutil, statistics, tempfile, time, warnings
@@ -471,6 +472,31 @@ def student_base(model):
     average's predictions)."""
     return model.members[0] if isinstance(model, AveragedClassifier) else model
 
+# %% ../nbs/60_compress.ipynb #42a8909c
+def soup_ready(model) -> bool:
+    "Whether `model` is an `AveragedClassifier` whose members share one architecture (same class, tensor names and shapes)."
+    if not isinstance(model, AveragedClassifier): return False
+    first = model.members[0].state_dict()
+    return all(type(member) is type(model.members[0]) and
+               {key: value.shape for key, value in member.state_dict().items()} == {key: value.shape for key, value in first.items()}
+               for member in model.members[1:])
+
+def weight_average(model):
+    "One model whose every floating-point tensor is the mean of `model`'s members' (see `soup_ready`)."
+    if not soup_ready(model): raise UserError("only an average of models of one architecture can be averaged weight by weight")
+    states = [member.state_dict() for member in model.members]
+    soup = copy.deepcopy(model.members[0])
+    soup.load_state_dict({key: torch.stack([state[key].float() for state in states]).mean(0).to(tensor.dtype)
+                          if tensor.is_floating_point() else tensor for key, tensor in states[0].items()})
+    return soup.eval()
+
+def build_weight_average(fp32, tokenizer, folder: Path) -> tuple[TorchRunner, dict]:
+    "The weight average of an averaged model's members, saved with `save_pretrained`."
+    soup = weight_average(fp32)
+    soup.save_pretrained(folder)
+    _save_side_files(folder, soup.config, tokenizer, {"kind": "pytorch", "format": "save_pretrained", "weight_average_of": len(fp32.members)})
+    return TorchRunner(soup), {"weight_average_of": len(fp32.members), "seeds": list(fp32.config.seeds)}
+
 # %% ../nbs/60_compress.ipynb #9aa14b37
 def _shape(model) -> dict:
     return {"layers": model.config.num_hidden_layers, "intermediate_size": model.config.intermediate_size}
@@ -615,6 +641,11 @@ def build_variants(config: RunConfig,  # the run's config (`compress` settings)
         builders["onnx_fp32"] = lambda built: build_onnx(fp32, tokenizer, run.variant("onnx_fp32"), sample_texts, settings.threads)
         builders["onnx_int8"] = lambda built: build_onnx_int8(run.variant("onnx_fp32")/ONNX_FILE, fp32, tokenizer, run.variant("onnx_int8"),
                                                               settings.threads)
+    if soup_ready(fp32):  # one model of a member's size, and its int8 version with pytorch_int8's backend
+        builders["weight_average"] = lambda built: build_weight_average(fp32, tokenizer, run.variant("weight_average"))
+        builders["weight_average_int8"] = lambda built: build_pytorch_int8(
+            built["weight_average"][0].model, tokenizer, run.variant("weight_average_int8"), probe_batch,
+            backend=built["pytorch_int8"][1]["backend"], backend_reason="pytorch_int8's backend (the same kind of Linear layers)")
     builders |= _student_builders(config, run, fp32, tokenizer, sample_texts, probe_batch, recover)
     built = {"fp32": (TorchRunner(fp32), {"kind": "pytorch", "path": run.relative(run.model)})}
     for index, (name, build) in enumerate(builders.items()):

@@ -188,6 +188,7 @@ class TrainConfig(Section):
     group_by_length: bool = False  # batches of similar length instead of random ones: less padding, but cost accuracy here
     label_mix: float = Field(0.0, ge=0, le=1)  # with group_by_length: 0 = pure length order; 1 = every batch carries the split's label mix
     evals_per_epoch: int = Field(2, ge=1)  # evaluations on valid (and checkpoints) per epoch
+    eval_sample: int|None = Field(None, ge=10)  # evaluate (and pick the best checkpoint) on this many valid texts, a stratified sample; null = all
     early_stopping_patience: int = Field(3, ge=0)  # evaluations without valid macro-F1 improvement before stopping; 0 = never
     save_total_limit: int = Field(2, ge=1)  # checkpoints kept on disk (the best one is always kept)
     restarts: int = Field(1, ge=1)  # trainings with seeds seed, seed + 1, ...; the one with the best valid macro-F1 is kept

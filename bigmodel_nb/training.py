@@ -8,7 +8,7 @@ __all__ = ['TokenIds', 'tokenize_ids', 'EncodedTexts', 'encode_texts', 'classifi
            'length_label_order', 'ShuffledLengthBatches', 'LengthGroupedTrainer', 'stage_arguments', 'ddp_backend',
            'chosen_trackers', 'tensorboard_folder', 'mlflow_store', 'forget_curves', 'tracking', 'with_settings',
            'tuned_config', 'class_weights', 'WeightedLoss', 'resample_indices', 'training_arguments', 'RankRecord',
-           'start_point', 'trainer_options', 'TrainingData', 'training_data', 'train_once']
+           'start_point', 'trainer_options', 'TrainingData', 'evaluation_sample', 'training_data', 'train_once']
 
 # %% ../nbs/07_training.ipynb #a4893ac6
 import hashlib, math, os, shutil, time
@@ -531,6 +531,15 @@ class TrainingData:
     loss: object
     imbalance: str
 
+def evaluation_sample(valid: pd.DataFrame, size: int|None, seed: int) -> pd.DataFrame:
+    """The valid texts a training evaluates on: all of them, or (`train.eval_sample`) about `size` drawn per label in
+    proportion, the same ones at every evaluation; each label keeps at least one text."""
+    if not size or len(valid) <= size: return valid
+    rng, share = np.random.default_rng(seed), size / len(valid)
+    rows = [rng.choice(np.flatnonzero(valid["label"].to_numpy() == label), max(1, round(share * count)), replace=False)
+            for label, count in valid["label"].value_counts(sort=False).items()]
+    return valid.iloc[np.sort(np.concatenate(rows))]
+
 def training_data(config: RunConfig, run: RunDir) -> TrainingData:
     "Tokenize the train split (resampled as `data.imbalance` says) and the valid split (sorted by length: less padding)."
     chosen_trackers(config)  # a tracker that is not installed fails now, not after tokenizing (or a whole tuning study)
@@ -540,7 +549,8 @@ def training_data(config: RunConfig, run: RunDir) -> TrainingData:
     train, imbalance = splits["train"], config.data.imbalance
     if imbalance in ("oversample", "undersample"): train = train.iloc[resample_indices(train["label"], imbalance, config.seed)]
     loss = WeightedLoss(class_weights(train["label"], len(label_names))) if imbalance == "class_weights" else None
-    valid = splits["valid"].iloc[np.argsort(splits["valid"]["text"].str.len().to_numpy(), kind="stable")]
+    valid = evaluation_sample(splits["valid"], config.train.eval_sample, config.seed)
+    valid = valid.iloc[np.argsort(valid["text"].str.len().to_numpy(), kind="stable")]
     train_set, valid_set = (encode_texts(tokenizer, frame["text"], frame["label"], config.model.max_length)
                             for frame in (train, valid))
     return TrainingData(tokenizer, label_names, train_set, valid_set, loss, imbalance)
@@ -591,7 +601,7 @@ def train_once(config: RunConfig,       # the run's config
         "best_valid_macro_f1": float(trainer.state.best_metric), "best_step": int(trainer.state.best_global_step or 0),
         "group_by_length": config.train.group_by_length, "label_mix": config.train.label_mix,
         "unpadded": options["unpadded"], "imbalance": data.imbalance, "pooling": config.model.pooling,
-        "train_examples": len(data.train_set), "seed": seed,
+        "train_examples": len(data.train_set), "valid_examples": len(data.valid_set), "seed": seed,
         "device": str(trainer.args.device), "threads": torch.get_num_threads(), "world_size": int(trainer.args.world_size),
         "started_from": "pretrained" if start_from else (config.model.backbone or "scratch"), "resumed_from": resume,
         "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
