@@ -66,11 +66,15 @@ def new_run_dir(config: RunConfig,           # the run's config (its `name` name
     return run_dir.resolve()
 
 def resolve_source_paths(config: RunConfig, base: str|Path = ".") -> RunConfig:
-    "A copy of `config` whose relative `data.sources[].path` entries are absolute (taken from `base`)."
+    """A copy of `config` whose relative paths are absolute (taken from `base`, where the user typed them; the stages run in
+    the run folder): `data.sources[].path`, `pretrain.sources[].path`, and `model.backbone` when it names a local folder."""
     config = config.model_copy(deep=True)
-    for source in config.data.sources:
+    for source in [*config.data.sources, *config.pretrain.sources]:
         if source.path is not None and not re.match(r"^[a-z][a-z0-9+.-]*://", source.path):
             source.path = str((Path(base)/source.path).resolve())
+    backbone = config.model.backbone
+    if backbone and (backbone.startswith((".", "~")) or (Path(base)/backbone).exists()):  # a hub id stays as it is
+        config.model.backbone = str((Path(base)/Path(backbone).expanduser()).resolve())
     return config
 
 # %% ../nbs/85_pipeline.ipynb #5fe3f2dd

@@ -34,8 +34,9 @@ def test_continue_an_earlier_run_with_a_new_label(quick_run, tmp_path):
     assert earlier_result.returncode == 0, earlier_result.stderr[-2000:]
     csv = new_data(earlier, tmp_path/"new.csv")
     later = tmp_path/"later"
-    result = run_cli("run", "configs/quick.yaml", "--out", str(later), "--set", f"model.backbone={earlier/'model'}",
-                     "--set", f"data.sources=[{{path: {csv}}}]", *QUICK)
+    # typed the way a user would, from the folder holding the earlier run: the relative path is taken from there
+    result = run_cli("run", "--profile", "quick", "--out", str(later), "--set", f"model.backbone={earlier.name}/model",
+                     "--set", f"data.sources=[{{path: {csv}}}]", *QUICK, cwd=earlier.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     old, new = json.loads((earlier/"metrics.json").read_text()), json.loads((later/"metrics.json").read_text())
     continual = new["continual"]
